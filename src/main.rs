@@ -1,1 +1,142 @@
-fn main() {}
+//! The `tachyon` binary: the appliance and its operator tools behind one command.
+//!
+//! This is the edge of the program: arguments are parsed here, errors become `anyhow` messages
+//! for the operator, and the libraries do the work.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tachyon_net::Config;
+use tachyon_numa::{CoreId, PlacementRequest, Topology};
+use tracing::{info, warn};
+
+/// Tachyon: a low-latency publish/subscribe message appliance that speaks the AMPS protocol.
+#[derive(Parser)]
+#[command(name = "tachyon", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every component in one process (embedded defaults; no config needed).
+    ///
+    /// Serves the AMPS protocol on tcp://0.0.0.0:9007/amps/json unless the config or flags say
+    /// otherwise; keeps data under ./tachyon-data. Stops cleanly on SIGINT, SIGTERM or SIGHUP.
+    Solo(SoloArgs),
+}
+
+#[derive(Args)]
+struct SoloArgs {
+    /// TOML config file (relative paths in it resolve against its folder).
+    #[arg(long, env = "TACHYON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for the AMPS TCP transport, e.g. 127.0.0.1:9007 (overrides [transport] amps_tcp).
+    #[arg(long, value_name = "ADDR")]
+    amps_tcp: Option<SocketAddr>,
+    /// Data directory (overrides data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of data-plane shards; 0 = one per core of the NIC's NUMA node, less one for the
+    /// control plane (overrides [runtime] shards).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Explicit shard cores, e.g. 2-5,8 (overrides [runtime] cores).
+    #[arg(long, value_name = "LIST")]
+    cores: Option<tachyon_numa::CoreList>,
+    /// Log filter (error, warn, info, debug, trace, or per-module directives).
+    #[arg(long, env = "TACHYON_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Solo(args) => solo(args),
+    };
+    match outcome {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("tachyon: error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("bad --log filter '{filter}'"))?;
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+fn solo(args: SoloArgs) -> Result<i32> {
+    init_logging(&args.log)?;
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(address) = args.amps_tcp {
+        config.transport.amps_tcp = address;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(shards) = args.shards {
+        config.runtime.shards = shards;
+    }
+    if let Some(cores) = args.cores {
+        config.runtime.cores = cores.0.iter().map(|core| core.0).collect();
+    }
+    config.validate()?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %args.config.as_ref().map(|path| path.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
+        "tachyon solo starting"
+    );
+
+    let data_dir = tachyon_storage::DataDir::open(&config.data_dir)?;
+    info!(path = %data_dir.path().display(), "data directory locked");
+
+    let topology = Topology::discover();
+    let request = PlacementRequest {
+        shards: (config.runtime.shards > 0).then_some(config.runtime.shards),
+        cores: (!config.runtime.cores.is_empty()).then(|| config.runtime.cores.iter().copied().map(CoreId).collect()),
+        nic: config.runtime.nic.clone(),
+        reserve_control_core: true,
+    };
+    let plan = tachyon_numa::plan(&topology, &request).context("cannot place the data-plane shards")?;
+    plan.log();
+    if let Some(core) = plan.control_plane {
+        if let Err(error) = tachyon_numa::pin_current_thread(core) {
+            warn!("control plane runs unpinned: {error}");
+        }
+    }
+    if config.runtime.lock_memory {
+        tachyon_numa::lock_memory().context("runtime.lock_memory is set")?;
+        info!("all memory locked (mlockall)");
+    }
+
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("installing signal handlers")?;
+    let server = tachyon_net::runtime::start(config, &plan)?;
+    let mut signals = signals;
+    if let Some(signal) = signals.forever().next() {
+        info!(signal, "stop requested: draining connections");
+    }
+    server.stop();
+    drop(data_dir);
+    info!("tachyon solo stopped cleanly");
+    Ok(0)
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! Tachyon's data plane: the shards that own connections and topics, and the wiring between them.
+//!
+//! `runtime` starts one pinned glommio executor per data-plane core and stops them cleanly.
+//! Each `shard` accepts connections on the shared port (SO_REUSEPORT), runs a `connection` task
+//! pair per client, owns the topics that hash to it and routes their messages. Shards share
+//! nothing: they talk over the bounded channels of the `mesh`. `outbound` is a connection's
+//! bounded send queue, written with vectored sends so payloads are never copied.
+
+pub mod config;
+mod connection;
+mod mesh;
+mod notify;
+mod outbound;
+pub mod runtime;
+mod shard;
+pub mod stats;
+
+pub use config::{Config, ConfigError};
+pub use runtime::{RunningServer, StartError};

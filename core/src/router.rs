@@ -1,0 +1,318 @@
+//! Subscription routing: which connections, under which subscription ids, receive a message.
+//!
+//! Each shard has one router. It holds the exact-topic subscriptions for the topics the shard
+//! owns and every pattern subscription (a pattern may select topics owned by any shard). Exact
+//! topics are a hash lookup; pattern matches are cached per topic in a bounded cache that is
+//! cleared whenever a pattern subscription comes or goes. Matches are grouped per connection so
+//! that a connection with several matching subscriptions gets one frame listing them all in
+//! `sids`. Routing a message allocates nothing once the scratch buffers have grown.
+
+use crate::filter::{Filter, MessageContext};
+use crate::ids::{ConnectionId, SubId};
+use crate::topic::{TopicPattern, TopicSpec};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Topics whose pattern matches are cached before the cache is emptied and refilled.
+pub const PATTERN_CACHE_TOPICS_MAX: usize = 16_384;
+
+/// How a subscription wants its messages.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryOptions {
+    /// Add the server's receive timestamp (`ts`) to each delivery.
+    pub timestamp: bool,
+    /// Content filter; only messages it matches are delivered.
+    pub filter: Option<Filter>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    connection: ConnectionId,
+    sub_id: SubId,
+    paused: bool,
+    options: DeliveryOptions,
+}
+
+#[derive(Debug, Clone)]
+struct PatternEntry {
+    pattern: TopicPattern,
+    entry: Entry,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
+    Exact(Arc<[u8]>),
+    Pattern,
+}
+
+/// One frame to send: a message for one connection, naming every subscription it matched.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The receiving connection.
+    pub connection: ConnectionId,
+    /// The connection's subscriptions the message matched, in subscription order.
+    pub sub_ids: SmallVec<[SubId; 4]>,
+    /// Whether any of them asked for the `ts` field.
+    pub timestamp: bool,
+}
+
+/// Counters a router keeps for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Messages routed.
+    pub messages_routed: u64,
+    /// Pattern-cache lookups that found the topic.
+    pub pattern_cache_hits: u64,
+    /// Pattern-cache lookups that had to match every pattern.
+    pub pattern_cache_misses: u64,
+    /// Messages a subscription's filter rejected.
+    pub filter_rejections: u64,
+}
+
+/// The subscription index of one shard.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact: HashMap<Arc<[u8]>, Vec<Entry>>,
+    patterns: Vec<PatternEntry>,
+    pattern_cache: HashMap<Box<[u8]>, Vec<u32>>,
+    places: HashMap<(ConnectionId, SubId), Place>,
+    stats: RouterStats,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Adds a subscription, or replaces the one with the same connection and id.
+    pub fn add(&mut self, connection: ConnectionId, sub_id: SubId, topic: &TopicSpec, options: DeliveryOptions) {
+        self.remove(connection, &sub_id);
+        let entry = Entry { connection, sub_id: sub_id.clone(), paused: false, options };
+        match topic {
+            TopicSpec::Exact(name) => {
+                let entries = self.exact.entry(name.clone()).or_default();
+                // Keep a connection's subscriptions adjacent so matches group without searching.
+                let position = entries.partition_point(|existing| existing.connection <= connection);
+                entries.insert(position, entry);
+                self.places.insert((connection, sub_id), Place::Exact(name.clone()));
+            }
+            TopicSpec::Pattern(pattern) => {
+                self.patterns.push(PatternEntry { pattern: pattern.clone(), entry });
+                self.pattern_cache.clear();
+                self.places.insert((connection, sub_id), Place::Pattern);
+            }
+        }
+    }
+
+    /// Removes a subscription; returns whether it existed here.
+    pub fn remove(&mut self, connection: ConnectionId, sub_id: &SubId) -> bool {
+        let Some(place) = self.places.remove(&(connection, sub_id.clone())) else {
+            return false;
+        };
+        let is_it = |entry: &Entry| entry.connection == connection && entry.sub_id == *sub_id;
+        match place {
+            Place::Exact(name) => {
+                if let Some(entries) = self.exact.get_mut(&name) {
+                    entries.retain(|entry| !is_it(entry));
+                    if entries.is_empty() {
+                        self.exact.remove(&name);
+                    }
+                }
+            }
+            Place::Pattern => {
+                self.patterns.retain(|pattern| !is_it(&pattern.entry));
+                self.pattern_cache.clear();
+            }
+        }
+        true
+    }
+
+    /// Removes every subscription of a connection (it closed); returns how many.
+    pub fn remove_connection(&mut self, connection: ConnectionId) -> usize {
+        let ids: Vec<SubId> = self
+            .places
+            .keys()
+            .filter(|(owner, _)| *owner == connection)
+            .map(|(_, sub_id)| sub_id.clone())
+            .collect();
+        for sub_id in &ids {
+            self.remove(connection, sub_id);
+        }
+        ids.len()
+    }
+
+    /// Pauses or resumes a subscription; returns whether it exists here.
+    pub fn set_paused(&mut self, connection: ConnectionId, sub_id: &SubId, paused: bool) -> bool {
+        let Some(place) = self.places.get(&(connection, sub_id.clone())) else {
+            return false;
+        };
+        let entries: Box<dyn Iterator<Item = &mut Entry>> = match place {
+            Place::Exact(name) => match self.exact.get_mut(name) {
+                Some(entries) => Box::new(entries.iter_mut()),
+                None => return false,
+            },
+            Place::Pattern => Box::new(self.patterns.iter_mut().map(|pattern| &mut pattern.entry)),
+        };
+        for entry in entries {
+            if entry.connection == connection && entry.sub_id == *sub_id {
+                entry.paused = paused;
+            }
+        }
+        true
+    }
+
+    /// Number of subscriptions held.
+    pub fn len(&self) -> usize {
+        self.places.len()
+    }
+
+    /// Whether no subscription is held.
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+
+    /// Counters since start-up.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// Finds every delivery for a message on `topic`, replacing the contents of `out`.
+    pub fn route(&mut self, topic: &[u8], payload: &[u8], context: &MessageContext<'_>, out: &mut Vec<Delivery>) {
+        out.clear();
+        self.stats.messages_routed += 1;
+        if let Some(entries) = self.exact.get(topic) {
+            for entry in entries {
+                Self::offer(entry, payload, context, out, &mut self.stats, false);
+            }
+        }
+        if self.patterns.is_empty() {
+            return;
+        }
+        if !self.pattern_cache.contains_key(topic) {
+            self.stats.pattern_cache_misses += 1;
+            if self.pattern_cache.len() >= PATTERN_CACHE_TOPICS_MAX {
+                self.pattern_cache.clear();
+            }
+            let matching = (0..self.patterns.len() as u32)
+                .filter(|&index| self.patterns[index as usize].pattern.matches(topic))
+                .collect();
+            self.pattern_cache.insert(Box::from(topic), matching);
+        } else {
+            self.stats.pattern_cache_hits += 1;
+        }
+        let matching = &self.pattern_cache[topic];
+        for &index in matching {
+            let entry = &self.patterns[index as usize].entry;
+            Self::offer(entry, payload, context, out, &mut self.stats, true);
+        }
+    }
+
+    fn offer(
+        entry: &Entry,
+        payload: &[u8],
+        context: &MessageContext<'_>,
+        out: &mut Vec<Delivery>,
+        stats: &mut RouterStats,
+        search_all: bool,
+    ) {
+        if entry.paused {
+            return;
+        }
+        if let Some(filter) = &entry.options.filter {
+            if !filter.matches(payload, context) {
+                stats.filter_rejections += 1;
+                return;
+            }
+        }
+        // Exact entries arrive grouped by connection, so only the last delivery can be theirs;
+        // pattern entries may join any connection's delivery.
+        let existing = if search_all {
+            out.iter_mut().find(|delivery| delivery.connection == entry.connection)
+        } else {
+            out.last_mut().filter(|delivery| delivery.connection == entry.connection)
+        };
+        match existing {
+            Some(delivery) => {
+                if !delivery.sub_ids.contains(&entry.sub_id) {
+                    delivery.sub_ids.push(entry.sub_id.clone());
+                }
+                delivery.timestamp |= entry.options.timestamp;
+            }
+            None => {
+                let mut sub_ids = SmallVec::new();
+                sub_ids.push(entry.sub_id.clone());
+                out.push(Delivery { connection: entry.connection, sub_ids, timestamp: entry.options.timestamp });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ShardId;
+
+    fn connection(slot: u32) -> ConnectionId {
+        ConnectionId { shard: ShardId(0), slot, generation: 0 }
+    }
+
+    fn exact(name: &str) -> TopicSpec {
+        TopicSpec::parse(name.as_bytes()).unwrap()
+    }
+
+    fn route(router: &mut Router, topic: &str) -> Vec<(u32, Vec<String>)> {
+        let mut out = Vec::new();
+        router.route(topic.as_bytes(), b"{}", &MessageContext::default(), &mut out);
+        out.iter()
+            .map(|delivery| {
+                (delivery.connection.slot, delivery.sub_ids.iter().map(|id| id.to_string()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_delivery_per_connection_listing_all_its_matches() {
+        let mut router = Router::new();
+        router.add(connection(1), SubId::new(b"a"), &exact("orders"), DeliveryOptions::default());
+        router.add(connection(2), SubId::new(b"c"), &exact("orders"), DeliveryOptions::default());
+        router.add(connection(1), SubId::new(b"b"), &exact("orders"), DeliveryOptions::default());
+        router.add(connection(1), SubId::new(b"p"), &exact("^ord"), DeliveryOptions::default());
+        assert_eq!(
+            route(&mut router, "orders"),
+            [(1, vec!["a".into(), "b".into(), "p".into()]), (2, vec!["c".into()])]
+        );
+        assert_eq!(route(&mut router, "trades"), []);
+    }
+
+    #[test]
+    fn remove_pause_and_replace() {
+        let mut router = Router::new();
+        router.add(connection(1), SubId::new(b"a"), &exact("orders"), DeliveryOptions::default());
+        assert!(router.set_paused(connection(1), &SubId::new(b"a"), true));
+        assert_eq!(route(&mut router, "orders"), []);
+        router.set_paused(connection(1), &SubId::new(b"a"), false);
+        assert_eq!(route(&mut router, "orders").len(), 1);
+        // Replacing moves the subscription to another topic.
+        router.add(connection(1), SubId::new(b"a"), &exact("trades"), DeliveryOptions::default());
+        assert_eq!(route(&mut router, "orders"), []);
+        assert_eq!(route(&mut router, "trades").len(), 1);
+        assert!(router.remove(connection(1), &SubId::new(b"a")));
+        assert!(!router.remove(connection(1), &SubId::new(b"a")));
+        assert!(router.is_empty());
+    }
+
+    #[test]
+    fn pattern_cache_is_invalidated_when_patterns_change() {
+        let mut router = Router::new();
+        router.add(connection(1), SubId::new(b"p"), &exact(r"^orders\."), DeliveryOptions::default());
+        assert_eq!(route(&mut router, "orders.us").len(), 1);
+        assert_eq!(route(&mut router, "orders.us").len(), 1);
+        assert_eq!(router.stats().pattern_cache_hits, 1);
+        router.add(connection(2), SubId::new(b"q"), &exact(r"\.us$"), DeliveryOptions::default());
+        assert_eq!(route(&mut router, "orders.us").len(), 2);
+        assert_eq!(router.remove_connection(connection(1)), 1);
+        assert_eq!(route(&mut router, "orders.us"), [(2, vec!["q".into()])]);
+    }
+}

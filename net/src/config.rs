@@ -1,0 +1,222 @@
+//! The appliance's configuration: a TOML file, every field optional, unknown keys refused.
+//!
+//! Relative paths resolve against the folder of the config file, so a config can be moved with
+//! its data. Without a file, [`Config::default`] is what `tachyon solo` runs on.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A config that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys are named here).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value outside its allowed range.
+    #[error("config: {field} = {value} is out of range: {rule}")]
+    Range {
+        /// Dotted field name.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where journals, SOW files and the metadata store live.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    pub transport: TransportConfig,
+    /// Threads and placement.
+    pub runtime: RuntimeConfig,
+    /// Bounds on what clients may send and hold.
+    pub limits: LimitsConfig,
+}
+
+/// Listening addresses of the client transports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// AMPS protocol over TCP (`tcp://host:port/amps/json`).
+    pub amps_tcp: SocketAddr,
+}
+
+/// Data-plane threads and where they run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Data-plane shards; 0 picks one per core of the NIC's NUMA node, keeping one core for the
+    /// control plane when there is more than one.
+    pub shards: usize,
+    /// Explicit cores for the shards (overrides `shards`).
+    pub cores: Vec<usize>,
+    /// Network interface whose NUMA node hosts the shards (default: the first physical NIC).
+    pub nic: Option<String>,
+    /// Microseconds a shard spins looking for work before it sleeps. 0 sleeps at once (kind to
+    /// shared machines); 50–200 lowers latency on dedicated cores.
+    pub spin_before_park_us: u64,
+    /// Bytes of io_uring-registered memory per shard (counts against RLIMIT_MEMLOCK).
+    pub io_memory_bytes: usize,
+    /// Lock all memory with mlockall at start-up (needs RLIMIT_MEMLOCK or CAP_IPC_LOCK).
+    pub lock_memory: bool,
+}
+
+/// Bounds on clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame a client may send, in bytes.
+    pub frame_bytes_max: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    pub client_outbound_bytes_max: usize,
+    /// Subscriptions one connection may hold.
+    pub subscriptions_per_client_max: usize,
+    /// Size of each connection's receive buffer, in bytes.
+    pub receive_buffer_bytes: usize,
+    /// Messages each cross-shard channel holds before senders wait.
+    pub mesh_channel_depth: usize,
+    /// Seconds a new connection has to log on before it is closed.
+    pub logon_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tachyon-data"),
+            transport: TransportConfig::default(),
+            runtime: RuntimeConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig { amps_tcp: SocketAddr::from(([0, 0, 0, 0], 9007)) }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 0,
+            cores: Vec::new(),
+            nic: None,
+            spin_before_park_us: 0,
+            io_memory_bytes: 512 * 1024,
+            lock_memory: false,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            frame_bytes_max: 16 * 1024 * 1024,
+            client_outbound_bytes_max: 64 * 1024 * 1024,
+            subscriptions_per_client_max: 65_536,
+            receive_buffer_bytes: 64 * 1024,
+            mesh_channel_depth: 4_096,
+            logon_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file and resolves its relative paths against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), message: error.to_string() })?;
+        if config.data_dir.is_relative() {
+            let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            config.data_dir = folder.join(&config.data_dir);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every bound; called by [`Config::load`] and by the binary after command-line overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let range = |field, value: usize, rule| ConfigError::Range { field, value: value.to_string(), rule };
+        if !(1024..=1 << 30).contains(&limits.frame_bytes_max) {
+            return Err(range("limits.frame_bytes_max", limits.frame_bytes_max, "1 KiB ..= 1 GiB"));
+        }
+        if limits.receive_buffer_bytes < 4096 {
+            return Err(range("limits.receive_buffer_bytes", limits.receive_buffer_bytes, ">= 4096"));
+        }
+        if limits.client_outbound_bytes_max < 64 * 1024 {
+            return Err(range("limits.client_outbound_bytes_max", limits.client_outbound_bytes_max, ">= 64 KiB"));
+        }
+        if limits.subscriptions_per_client_max == 0 {
+            return Err(range("limits.subscriptions_per_client_max", 0, ">= 1"));
+        }
+        if limits.mesh_channel_depth < 16 {
+            return Err(range("limits.mesh_channel_depth", limits.mesh_channel_depth, ">= 16"));
+        }
+        if self.runtime.io_memory_bytes < 64 * 1024 {
+            return Err(range("runtime.io_memory_bytes", self.runtime.io_memory_bytes, ">= 64 KiB"));
+        }
+        if self.runtime.shards > 1024 {
+            return Err(range("runtime.shards", self.runtime.shards, "0 (auto) ..= 1024"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (PathBuf, PathBuf) {
+        let folder = std::env::temp_dir().join(format!("tachyon-config-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("tachyon.toml");
+        std::fs::write(&path, text).unwrap();
+        (folder, path)
+    }
+
+    #[test]
+    fn relative_data_dir_resolves_against_the_config_folder() {
+        let (folder, path) = write("data_dir = \"data\"\n[transport]\namps_tcp = \"127.0.0.1:19007\"\n");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.data_dir, folder.join("data"));
+        assert_eq!(config.transport.amps_tcp.port(), 19007);
+        assert_eq!(config.limits.frame_bytes_max, LimitsConfig::default().frame_bytes_max);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let (_, path) = write("[runtime]\nshardz = 2\n");
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(message.contains("shardz"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let (_, path) = write("[limits]\nframe_bytes_max = 10\n");
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(message.contains("limits.frame_bytes_max"), "{message}");
+    }
+}

@@ -1,0 +1,469 @@
+//! One client connection: a reader task that parses and carries out commands, a writer task that
+//! drains the outbound queue, and the state both share.
+//!
+//! The reader reads into a receive buffer whose frames are handed out as shared slices, so a
+//! published payload is referenced, not copied, all the way to every subscriber's socket. The
+//! writer sends with `sendmsg` (vectored, non-blocking) and only falls back to waiting on the
+//! socket when its send buffer is full. A protocol violation closes the connection with a log
+//! line naming the client and the cause; it never affects another connection.
+
+use crate::notify::Notify;
+use crate::outbound::{Flushed, OverBudget, Outbound};
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tachyon_core::ids::ConnectionId;
+use tachyon_core::message::PublishedMessage;
+use tachyon_core::protocol::keys::Key;
+use tachyon_core::protocol::reply::{self, Outcome};
+use tachyon_core::protocol::{cut_frame, parse_header, AckType, FrameError, FRAME_LENGTH_BYTES};
+use tachyon_core::router::Delivery;
+use tachyon_core::session::{AckTarget, Refusal, Request, Session, SessionLimits};
+use tracing::{debug, info, warn};
+
+/// Why a connection was closed by the server.
+#[derive(Debug, Clone)]
+pub(crate) enum CloseReason {
+    Protocol(String),
+    SlowConsumer(OverBudget),
+    HeartbeatTimeout { silent: Duration },
+    LogonTimeout,
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Protocol(detail) => write!(formatter, "protocol error: {detail}"),
+            CloseReason::SlowConsumer(over) => write!(
+                formatter,
+                "slow consumer: {} bytes queued + {} more would exceed the {} byte budget (limits.client_outbound_bytes_max)",
+                over.queued_bytes, over.frame_bytes, over.budget_bytes
+            ),
+            CloseReason::HeartbeatTimeout { silent } => {
+                write!(formatter, "heartbeat timeout: nothing received for {:.1} s", silent.as_secs_f64())
+            }
+            CloseReason::LogonTimeout => write!(formatter, "no logon within limits.logon_timeout_seconds"),
+            CloseReason::Shutdown => write!(formatter, "server shutting down"),
+        }
+    }
+}
+
+/// State shared by a connection's reader and writer tasks and by the shard's deliveries.
+pub(crate) struct Connection {
+    pub id: ConnectionId,
+    pub peer: SocketAddr,
+    fd: RawFd,
+    name: RefCell<String>,
+    outbound: RefCell<Outbound>,
+    writer_wake: Notify,
+    writer_done: Notify,
+    /// False once the reader is about to drop the socket: nobody may touch `fd` after that.
+    fd_open: Cell<bool>,
+    closing: RefCell<Option<CloseReason>>,
+    pub connected_at: Instant,
+    logged_on: Cell<bool>,
+    heartbeat_interval: Cell<Option<Duration>>,
+    last_received: Cell<Instant>,
+    last_sent: Cell<Instant>,
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Connection {
+    /// The client's name for logs: its logon name, else its address.
+    pub(crate) fn name(&self) -> String {
+        self.name.borrow().clone()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.borrow().is_some()
+    }
+
+    /// Starts closing: the writer sends what is queued, then shuts the socket, which ends the reader.
+    pub(crate) fn close(&self, reason: CloseReason, stats: &ShardStats) {
+        if self.is_closing() {
+            return;
+        }
+        match &reason {
+            CloseReason::Shutdown => debug!(client = %self.name(), peer = %self.peer, "closing: {reason}"),
+            CloseReason::SlowConsumer(_) => {
+                ShardStats::add(&stats.slow_consumers_disconnected, 1);
+                warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
+            }
+            CloseReason::HeartbeatTimeout { .. } | CloseReason::LogonTimeout => {
+                ShardStats::add(&stats.timeouts, 1);
+                warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
+            }
+            CloseReason::Protocol(_) => {
+                ShardStats::add(&stats.protocol_errors, 1);
+                warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
+            }
+        }
+        let graceful = matches!(reason, CloseReason::Shutdown);
+        *self.closing.borrow_mut() = Some(reason);
+        if !graceful && self.fd_open.get() {
+            // Stop both directions now: a pending read returns, a blocked write fails, and
+            // nothing more is read from a client that broke the protocol.
+            // SAFETY: `fd_open` says the reader still owns the open socket.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
+        self.writer_wake.notify();
+    }
+
+    /// Queues a whole control frame (ack, heartbeat) written by `write`.
+    fn send_inline(&self, shard: &Shard, write: impl FnOnce(&mut Vec<u8>)) {
+        let pushed = self.outbound.borrow_mut().push_inline(write);
+        self.after_push(shard, pushed);
+    }
+
+    fn after_push(&self, shard: &Shard, pushed: Result<(), OverBudget>) {
+        match pushed {
+            Ok(()) => {
+                ShardStats::add(&shard.stats.frames_out, 1);
+                self.writer_wake.notify();
+            }
+            Err(over) => self.close(CloseReason::SlowConsumer(over), &shard.stats),
+        }
+    }
+
+    /// Queues one delivery: header written here, payload shared with the publisher's buffer.
+    pub(crate) fn deliver(&self, shard: &Shard, delivery: &Delivery, message: &PublishedMessage) {
+        if self.is_closing() {
+            return;
+        }
+        let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
+        let payload = message.payload();
+        let pushed = self.outbound.borrow_mut().push_with_payload(
+            |buffer| {
+                reply::write_delivery_header(
+                    buffer,
+                    message.topic(),
+                    &delivery.sub_ids,
+                    message.correlation_id(),
+                    timestamp,
+                    payload.len(),
+                )
+            },
+            message.payload_bytes(),
+        );
+        self.after_push(shard, pushed);
+    }
+
+    /// Heartbeat and logon deadlines, checked by the shard's timer.
+    pub(crate) fn check_timers(&self, shard: &Shard, now: Instant) {
+        if self.is_closing() {
+            return;
+        }
+        if !self.logged_on.get() {
+            if now.duration_since(self.connected_at) > Duration::from_secs(shard.config.limits.logon_timeout_seconds) {
+                self.close(CloseReason::LogonTimeout, &shard.stats);
+            }
+            return;
+        }
+        let Some(interval) = self.heartbeat_interval.get() else {
+            return;
+        };
+        let silent = now.duration_since(self.last_received.get());
+        if silent > interval * 2 {
+            self.close(CloseReason::HeartbeatTimeout { silent }, &shard.stats);
+            return;
+        }
+        if now.duration_since(self.last_sent.get()) >= interval {
+            self.last_sent.set(now);
+            self.send_inline(shard, reply::write_heartbeat);
+        }
+    }
+}
+
+/// A receive buffer whose complete frames are split off as shared, immutable slices.
+///
+/// The whole capacity is kept initialised (zeroed when the buffer grows), so reads go straight
+/// into it without unsafe code; `filled` marks how much of it holds received bytes.
+struct ReceiveBuffer {
+    bytes: BytesMut,
+    filled: usize,
+    chunk_bytes: usize,
+}
+
+impl ReceiveBuffer {
+    fn new(chunk_bytes: usize) -> ReceiveBuffer {
+        let mut receive = ReceiveBuffer { bytes: BytesMut::new(), filled: 0, chunk_bytes };
+        receive.grow(chunk_bytes);
+        receive
+    }
+
+    /// Makes room for at least `more` bytes after the filled part. When every frame handed out
+    /// earlier has been dropped, `reserve` reuses the same allocation.
+    fn grow(&mut self, more: usize) {
+        self.bytes.truncate(self.filled);
+        self.bytes.reserve(more.max(self.chunk_bytes));
+        let capacity = self.bytes.capacity();
+        self.bytes.resize(capacity, 0);
+    }
+
+    fn spare(&mut self) -> &mut [u8] {
+        if self.filled == self.bytes.len() {
+            self.grow(self.chunk_bytes);
+        }
+        &mut self.bytes[self.filled..]
+    }
+
+    fn next_frame(&mut self, frame_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+        match cut_frame(&self.bytes[..self.filled], frame_bytes_max)? {
+            Some(length) => {
+                let mut frame = self.bytes.split_to(FRAME_LENGTH_BYTES + length);
+                self.filled -= FRAME_LENGTH_BYTES + length;
+                frame.advance(FRAME_LENGTH_BYTES);
+                Ok(Some(frame.freeze()))
+            }
+            None => {
+                // A frame larger than the room left: make room for all of it now.
+                if let Some(prefix) = self.bytes[..self.filled].first_chunk::<FRAME_LENGTH_BYTES>() {
+                    let needed = FRAME_LENGTH_BYTES + u32::from_be_bytes(*prefix) as usize;
+                    if needed > self.bytes.len() {
+                        self.grow(needed - self.filled);
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Takes an accepted socket, registers the connection and runs its two tasks to completion.
+pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if let Err(error) = stream.set_nodelay(true) {
+        warn!(%peer, "cannot set TCP_NODELAY: {error}");
+    }
+    let fd = stream.as_raw_fd();
+    // The writer waits on a duplicate of the socket so that reader and writer never need the
+    // same `TcpStream` at the same time.
+    // SAFETY: `fd` is an open socket owned by `stream`; dup returns a new descriptor or -1.
+    let write_fd = unsafe { libc::dup(fd) };
+    if write_fd < 0 {
+        warn!(%peer, "refusing connection: dup failed: {}", std::io::Error::last_os_error());
+        return;
+    }
+    // SAFETY: `write_fd` is a fresh descriptor owned by nothing else; the stream takes it over.
+    let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+    let id = shard.reserve_slot();
+    let now = Instant::now();
+    let connection = Rc::new(Connection {
+        id,
+        peer,
+        fd,
+        name: RefCell::new(peer.to_string()),
+        outbound: RefCell::new(Outbound::new(shard.config.limits.client_outbound_bytes_max)),
+        writer_wake: Notify::default(),
+        writer_done: Notify::default(),
+        fd_open: Cell::new(true),
+        closing: RefCell::new(None),
+        connected_at: now,
+        logged_on: Cell::new(false),
+        heartbeat_interval: Cell::new(None),
+        last_received: Cell::new(now),
+        last_sent: Cell::new(now),
+    });
+    shard.install(connection.clone());
+    ShardStats::add(&shard.stats.connections_accepted, 1);
+    ShardStats::add(&shard.stats.connections_open, 1);
+    debug!(%peer, connection = %id, "accepted");
+    glommio::spawn_local(write_loop(shard.clone(), connection.clone(), write_stream)).detach();
+    glommio::spawn_local(read_loop(shard, connection, stream)).detach();
+}
+
+async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: TcpStream) {
+    let mut waiting_copy: Vec<u8> = Vec::new();
+    loop {
+        connection.writer_wake.notified().await;
+        loop {
+            let flushed = connection.outbound.borrow_mut().flush(connection.fd);
+            match flushed {
+                Ok(Flushed::All) => {
+                    connection.last_sent.set(Instant::now());
+                    break;
+                }
+                Ok(Flushed::WouldBlock) => {
+                    // The socket is full: wait for it with a normal write of the first bytes.
+                    // They are copied out so the queue stays free for deliveries meanwhile.
+                    waiting_copy.clear();
+                    {
+                        let outbound = connection.outbound.borrow();
+                        let front = outbound.front();
+                        waiting_copy.extend_from_slice(&front[..front.len().min(64 * 1024)]);
+                    }
+                    match stream.write(&waiting_copy).await {
+                        Ok(written) => connection.outbound.borrow_mut().consume(written),
+                        Err(error) => {
+                            debug!(client = %connection.name(), "write failed: {error}");
+                            connection.close(CloseReason::Protocol(format!("write failed: {error}")), &shard.stats);
+                            break;
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(client = %connection.name(), "send failed: {error}");
+                    // A reset by the peer is an ordinary disconnect, not a protocol error.
+                    *connection.closing.borrow_mut() = Some(CloseReason::Protocol(format!("send failed: {error}")));
+                    break;
+                }
+            }
+        }
+        if connection.is_closing() {
+            break;
+        }
+    }
+    // SAFETY: the reader keeps `connection.fd` open until `writer_done` fires below.
+    unsafe { libc::shutdown(connection.fd, libc::SHUT_RDWR) };
+    connection.writer_done.notify();
+}
+
+async fn read_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: TcpStream) {
+    let limits = SessionLimits {
+        subscriptions_max: shard.config.limits.subscriptions_per_client_max,
+        ..SessionLimits::default()
+    };
+    let mut session = Session::new(limits);
+    let mut receive = ReceiveBuffer::new(shard.config.limits.receive_buffer_bytes);
+    let frame_bytes_max = shard.config.limits.frame_bytes_max;
+    'reading: while !connection.is_closing() {
+        let read = stream.read(receive.spare()).await;
+        let count = match read {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) => {
+                debug!(client = %connection.name(), "read failed: {error}");
+                break;
+            }
+        };
+        receive.filled += count;
+        connection.last_received.set(Instant::now());
+        ShardStats::add(&shard.stats.bytes_in, count as u64);
+        loop {
+            let frame = match receive.next_frame(frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    connection.close(CloseReason::Protocol(error.to_string()), &shard.stats);
+                    break 'reading;
+                }
+            };
+            ShardStats::add(&shard.stats.frames_in, 1);
+            if let Err(detail) = handle_frame(&shard, &connection, &mut session, frame).await {
+                connection.close(CloseReason::Protocol(detail), &shard.stats);
+                break 'reading;
+            }
+        }
+    }
+    finish(&shard, &connection, &mut session).await;
+}
+
+/// Cleans up after the reader stops: subscriptions go, the writer drains and shuts the socket.
+async fn finish(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Session) {
+    // While the server stops, other shards may already be gone: their routers go with them.
+    if !shard.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+        let subscriptions: Vec<_> =
+            session.subscriptions().map(|(id, record)| (id.clone(), record.topic.clone())).collect();
+        for (sub_id, topic) in subscriptions {
+            shard.unsubscribe(connection.id, &sub_id, &topic).await;
+        }
+    }
+    if !connection.is_closing() {
+        *connection.closing.borrow_mut() = Some(CloseReason::Shutdown);
+        connection.writer_wake.notify();
+    }
+    connection.writer_done.notified().await;
+    connection.fd_open.set(false);
+    shard.release(connection.id);
+    ShardStats::sub(&shard.stats.connections_open, 1);
+    info!(client = %connection.name(), peer = %connection.peer, "disconnected");
+}
+
+/// Carries out one frame. An `Err` is a protocol violation that closes the connection.
+async fn handle_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Session, frame: Bytes) -> Result<(), String> {
+    let header = parse_header(&frame).map_err(|error| format!("unreadable header: {error}"))?;
+    let target = AckTarget::from_header(&header);
+    for early in [AckType::Received, AckType::Parsed] {
+        if target.acks.contains(early) {
+            connection.send_inline(shard, |buffer| reply::write_ack(buffer, early, &target, Outcome::Success));
+        }
+    }
+    let request = match session.handle(&header) {
+        Ok(request) => request,
+        Err(refusal) => {
+            refuse(shard, connection, &target, &refusal);
+            return Ok(());
+        }
+    };
+    match request {
+        Request::Logon => {
+            let name = session.client_name().unwrap_or_default().to_string();
+            info!(client = %name, peer = %connection.peer, user = session.user_id().unwrap_or(""), "logged on");
+            *connection.name.borrow_mut() = name.clone();
+            connection.logged_on.set(true);
+            connection.send_inline(shard, |buffer| reply::write_logon_ack(buffer, &target, &name, 0));
+            return Ok(());
+        }
+        Request::Publish => {
+            let topic = header.bytes(Key::Topic).expect("session checked the topic");
+            let base = frame.as_ptr() as usize;
+            let range_of = |slice: &[u8]| {
+                let start = slice.as_ptr() as usize - base;
+                start..start + slice.len()
+            };
+            let topic_range = range_of(topic);
+            let correlation = header.bytes(Key::CorrelationId).map(range_of);
+            let payload_offset = header.payload_offset;
+            let message = PublishedMessage::new(frame.clone(), topic_range, correlation, payload_offset, unix_now_ns());
+            ShardStats::add(&shard.stats.messages_published, 1);
+            shard.publish(message).await;
+        }
+        Request::Subscribe { sub_id, record, previous } => {
+            if let Some(previous) = previous {
+                shard.unsubscribe(connection.id, &sub_id, &previous.topic).await;
+            }
+            shard.subscribe(connection.id, &sub_id, &record.topic, &record.options, record.paused).await;
+            debug!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), "subscribed");
+        }
+        Request::Unsubscribe(removed) => {
+            for (sub_id, record) in removed {
+                shard.unsubscribe(connection.id, &sub_id, &record.topic).await;
+            }
+        }
+        Request::Pause(targets, paused) => {
+            for (sub_id, record) in targets {
+                shard.pause(connection.id, &sub_id, &record.topic, paused).await;
+            }
+        }
+        Request::Flush => shard.barrier().await,
+        Request::HeartbeatStart { interval_seconds } => {
+            connection.heartbeat_interval.set(Some(Duration::from_secs(interval_seconds)));
+        }
+        Request::Beat => {}
+    }
+    for ack in [AckType::Processed, AckType::Completed, AckType::Stats] {
+        if target.acks.contains(ack) {
+            connection.send_inline(shard, |buffer| reply::write_ack(buffer, ack, &target, Outcome::Success));
+        }
+    }
+    Ok(())
+}
+
+/// Answers a refused command with a failure ack (always: a refusal is never silent) and logs it.
+fn refuse(shard: &Shard, connection: &Connection, target: &AckTarget<'_>, refusal: &Refusal) {
+    ShardStats::add(&shard.stats.commands_refused, 1);
+    let command = target.command.map(|command| command.as_str()).unwrap_or("?");
+    warn!(client = %connection.name(), command, "refused: {refusal}");
+    connection.send_inline(shard, |buffer| reply::write_ack(buffer, AckType::Processed, target, Outcome::Failure(refusal)));
+}

@@ -1,0 +1,99 @@
+//! The bounded channels between shards, in three lanes that cannot deadlock.
+//!
+//! A lane whose receiver never sends cannot be part of a wait cycle. The delivery lane's
+//! receivers only push into local outbound queues and wake local tasks, so it always drains; the
+//! publish and control lanes' receivers send only on the delivery lane. Hence every send
+//! eventually completes, however full the channels are.
+//!
+//! | lane     | from → to                 | carries                                         |
+//! |----------|---------------------------|-------------------------------------------------|
+//! | publish  | publisher's shard → owner | messages to route, flush barriers               |
+//! | control  | subscriber's shard → all  | subscription changes, closed connections        |
+//! | delivery | owner → subscriber's shard| matched messages, replies to barriers/changes   |
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use tachyon_core::ids::{ConnectionId, ShardId, SubId};
+use tachyon_core::message::PublishedMessage;
+use tachyon_core::router::{DeliveryOptions, Delivery};
+use tachyon_core::topic::TopicSpec;
+
+/// A token that pairs a reply with the request that waits for it.
+pub(crate) type ReplyToken = u64;
+
+/// Publish lane traffic.
+pub(crate) enum PublishLane {
+    /// Route this message (the receiving shard owns its topic).
+    Publish(PublishedMessage),
+    /// Reply once everything sent before this has been routed.
+    Barrier { reply_to: ShardId, token: ReplyToken },
+}
+
+/// Control lane traffic.
+pub(crate) enum ControlLane {
+    /// Register (or replace) a subscription, then reply.
+    Subscribe {
+        connection: ConnectionId,
+        sub_id: SubId,
+        topic: TopicSpec,
+        options: DeliveryOptions,
+        paused: bool,
+        token: ReplyToken,
+    },
+    /// Remove a subscription.
+    Unsubscribe { connection: ConnectionId, sub_id: SubId },
+    /// Pause or resume a subscription.
+    Pause { connection: ConnectionId, sub_id: SubId, paused: bool },
+}
+
+/// Delivery lane traffic.
+pub(crate) enum DeliveryLane {
+    /// Send `message` to one local connection.
+    Deliver { delivery: Delivery, message: PublishedMessage },
+    /// A request with this token was carried out.
+    Reply { token: ReplyToken },
+}
+
+/// The three lanes' builders, cloned into every shard before it starts.
+#[derive(Clone)]
+pub(crate) struct MeshBuilders {
+    pub publish: MeshBuilder<PublishLane, Full>,
+    pub control: MeshBuilder<ControlLane, Full>,
+    pub delivery: MeshBuilder<DeliveryLane, Full>,
+}
+
+impl MeshBuilders {
+    pub(crate) fn new(shards: usize, depth: usize) -> MeshBuilders {
+        MeshBuilders {
+            publish: MeshBuilder::full(shards, depth),
+            control: MeshBuilder::full(shards, depth),
+            delivery: MeshBuilder::full(shards, depth),
+        }
+    }
+}
+
+/// One shard's sending ends of the three lanes.
+pub(crate) struct LaneSenders {
+    pub publish: Senders<PublishLane>,
+    pub control: Senders<ControlLane>,
+    pub delivery: Senders<DeliveryLane>,
+}
+
+/// One shard's receiving ends of the three lanes.
+pub(crate) struct LaneReceivers {
+    pub publish: Receivers<PublishLane>,
+    pub control: Receivers<ControlLane>,
+    pub delivery: Receivers<DeliveryLane>,
+}
+
+impl MeshBuilders {
+    /// Joins all three lanes; completes when every shard has joined.
+    pub(crate) async fn join(self) -> (LaneSenders, LaneReceivers) {
+        let publish = self.publish.join().await.expect("joining the publish lane");
+        let control = self.control.join().await.expect("joining the control lane");
+        let delivery = self.delivery.join().await.expect("joining the delivery lane");
+        (
+            LaneSenders { publish: publish.0, control: control.0, delivery: delivery.0 },
+            LaneReceivers { publish: publish.1, control: control.1, delivery: delivery.1 },
+        )
+    }
+}

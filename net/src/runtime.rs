@@ -1,0 +1,258 @@
+//! Starting and stopping the data plane: one pinned glommio executor per shard.
+//!
+//! Start-up binds the AMPS port once without SO_REUSEPORT to detect another process on it (and to
+//! resolve port 0), then every shard binds it with SO_REUSEPORT so the kernel spreads new
+//! connections across shards. A shard reports ready only after its listener is bound; a shard
+//! that cannot start stops the others and the error names the likely cause. Stopping sets one
+//! flag; each shard stops accepting, lets its connections send what is queued, and exits.
+
+use crate::config::Config;
+use crate::mesh::MeshBuilders;
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tachyon_core::ids::ShardId;
+use tachyon_numa::{pin_current_thread, PlacementPlan};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+/// How often a shard checks heartbeats, logon deadlines and the stop flag.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long a stopping shard waits for its connections to drain before it exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The data plane could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The AMPS port cannot be bound.
+    #[error("cannot listen on {address}: {source}{hint}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A shard's executor could not be created (io_uring setup, memory registration).
+    #[error("shard {shard} could not start: {message}. io_uring needs locked memory: check `ulimit -l` (runtime.io_memory_bytes = {io_memory_bytes} per shard must fit) and `sysctl kernel.io_uring_disabled` (must be 0)")]
+    Executor {
+        /// Which shard.
+        shard: usize,
+        /// glommio's error.
+        message: String,
+        /// The configured registered memory per shard.
+        io_memory_bytes: usize,
+    },
+    /// A shard stopped before reporting ready.
+    #[error("shard {shard} failed during start-up: {message}")]
+    Shard {
+        /// Which shard.
+        shard: usize,
+        /// What it reported.
+        message: String,
+    },
+}
+
+/// A running data plane.
+pub struct RunningServer {
+    handles: Vec<ExecutorJoinHandle<()>>,
+    shutdown: Arc<AtomicBool>,
+    /// The bound AMPS TCP address (the real port when the config asked for port 0).
+    pub amps_address: SocketAddr,
+    /// Each shard's counters.
+    pub stats: Vec<Arc<ShardStats>>,
+}
+
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => " (another process is listening there: stop it or set [transport] amps_tcp to another port)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        std::io::ErrorKind::AddrNotAvailable => " (that address is not on this host)",
+        _ => "",
+    }
+}
+
+/// Resolves the address the shards will share, failing if another process holds the port.
+fn probe_address(address: SocketAddr) -> Result<SocketAddr, StartError> {
+    let probe = std::net::TcpListener::bind(address)
+        .map_err(|source| StartError::Bind { address, hint: bind_hint(&source), source })?;
+    let resolved = probe.local_addr().map_err(|source| StartError::Bind { address, hint: "", source })?;
+    drop(probe);
+    Ok(resolved)
+}
+
+/// Starts one shard per entry of the placement plan.
+pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, StartError> {
+    let config = Arc::new(config);
+    let address = probe_address(config.transport.amps_tcp)?;
+    let shard_count = plan.shards.len();
+    assert!(shard_count >= 1, "a placement plan always has a shard");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let meshes = (shard_count > 1).then(|| MeshBuilders::new(shard_count, config.limits.mesh_channel_depth));
+    let (ready_sender, ready_receiver) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut handles = Vec::with_capacity(shard_count);
+    let mut stats = Vec::with_capacity(shard_count);
+
+    // Executors are created in shard order; glommio numbers mesh peers by executor creation order,
+    // so mesh peer i is shard i (asserted when the mesh is joined).
+    for placement in &plan.shards {
+        let index = placement.shard;
+        let core = placement.core;
+        let shard_stats = Arc::new(ShardStats::default());
+        stats.push(shard_stats.clone());
+        let meshes = meshes.clone();
+        let ready = ready_sender.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("tachyon-shard-{index}"))
+            .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us))
+            .io_memory(config.runtime.io_memory_bytes);
+        let shard_config = config.clone();
+        let shard_shutdown = shutdown.clone();
+        let spawned = builder.spawn(move || async move {
+            if let Err(error) = pin_current_thread(core) {
+                warn!(shard = index, "running unpinned: {error}");
+            }
+            let id = ShardId(index as u16);
+            run_shard(id, shard_count, shard_config, shard_stats, shard_shutdown, meshes, address, ready).await;
+        });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(error) => {
+                shutdown.store(true, Ordering::Release);
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                return Err(StartError::Executor {
+                    shard: index,
+                    message: error.to_string(),
+                    io_memory_bytes: config.runtime.io_memory_bytes,
+                });
+            }
+        }
+    }
+    drop(ready_sender);
+    let server = RunningServer { handles, shutdown, amps_address: address, stats };
+    for _ in 0..shard_count {
+        match ready_receiver.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((shard, Err(message))) => {
+                server.stop();
+                return Err(StartError::Shard { shard, message });
+            }
+            Err(_) => {
+                server.stop();
+                return Err(StartError::Shard { shard: 0, message: "a shard exited before reporting".into() });
+            }
+        }
+    }
+    info!(address = %address, shards = shard_count, "AMPS TCP transport listening on tcp://{address}/amps/json");
+    Ok(server)
+}
+
+impl RunningServer {
+    /// Stops every shard: stop accepting, send what is queued, close, join the threads.
+    pub fn stop(self) {
+        self.shutdown.store(true, Ordering::Release);
+        for handle in self.handles {
+            if let Err(error) = handle.join() {
+                error!("shard thread ended with an error: {error}");
+            }
+        }
+        let total = |counter: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
+            self.stats.iter().map(|stats| ShardStats::get(counter(stats))).sum::<u64>()
+        };
+        info!(
+            connections = total(|stats| &stats.connections_accepted),
+            frames_in = total(|stats| &stats.frames_in),
+            published = total(|stats| &stats.messages_published),
+            frames_out = total(|stats| &stats.frames_out),
+            refused = total(|stats| &stats.commands_refused),
+            protocol_errors = total(|stats| &stats.protocol_errors),
+            slow_consumers = total(|stats| &stats.slow_consumers_disconnected),
+            "data plane stopped"
+        );
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    id: ShardId,
+    shard_count: usize,
+    config: Arc<Config>,
+    stats: Arc<ShardStats>,
+    shutdown: Arc<AtomicBool>,
+    meshes: Option<MeshBuilders>,
+    address: SocketAddr,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+) {
+    let listener = match TcpListener::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send((id.index(), Err(format!("binding {address} with SO_REUSEPORT: {error}"))));
+            return;
+        }
+    };
+    let (lanes, mut receivers) = match meshes {
+        Some(meshes) => {
+            let (senders, receivers) = meshes.join().await;
+            assert_eq!(senders.publish.peer_id(), id.index(), "mesh peer ids follow shard order");
+            (Some(senders), Some(receivers))
+        }
+        None => (None, None),
+    };
+    let shard = Rc::new(Shard::new(id, shard_count, config, stats, shutdown.clone(), lanes));
+    if let Some(receivers) = receivers.as_mut() {
+        shard.serve_lanes(receivers);
+    }
+    let acceptor = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => crate::connection::spawn(shard.clone(), stream),
+                    Err(error) => {
+                        warn!(shard = %shard.id, "accept failed: {error}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    };
+    let _ = ready.send((id.index(), Ok(())));
+    while !shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(TICK).await;
+        let now = Instant::now();
+        for connection in shard.connections() {
+            connection.check_timers(&shard, now);
+        }
+    }
+    acceptor.cancel().await;
+    let connections = shard.connections();
+    info!(shard = %id, connections = connections.len(), "stopping: draining connections");
+    for connection in &connections {
+        connection.close(crate::connection::CloseReason::Shutdown, &shard.stats);
+    }
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while !shard.connections().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let left = shard.connections().len();
+    if left > 0 {
+        warn!(shard = %id, left, "connections still open at the drain deadline; closing them");
+    }
+    drop(receivers);
+}

@@ -1,0 +1,377 @@
+//! A shard: one pinned thread that owns its connections, the topics that hash to it, and their
+//! subscriptions.
+//!
+//! Everything here runs on the shard's single thread, so state lives in `Cell`/`RefCell` and no
+//! lock is taken. A publish is routed by the shard that owns its topic; each match goes to the
+//! shard that owns the subscriber's connection, inline when that is this shard. Cross-shard
+//! requests (subscribe, flush barriers) wait for replies matched by token.
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::mesh::{ControlLane, DeliveryLane, LaneReceivers, LaneSenders, PublishLane, ReplyToken};
+use crate::stats::ShardStats;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tachyon_core::filter::MessageContext;
+use tachyon_core::ids::{stable_hash, ConnectionId, ShardId, SubId};
+use tachyon_core::message::PublishedMessage;
+use tachyon_core::router::{Delivery, DeliveryOptions, Router};
+use tachyon_core::topic::TopicSpec;
+use tracing::warn;
+
+struct Slot {
+    generation: u32,
+    connection: Option<Rc<Connection>>,
+}
+
+#[derive(Default)]
+struct PendingReply {
+    remaining: usize,
+    waker: Option<Waker>,
+}
+
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub shard_count: usize,
+    pub config: Arc<Config>,
+    pub stats: Arc<ShardStats>,
+    pub shutdown: Arc<AtomicBool>,
+    router: RefCell<Router>,
+    slots: RefCell<Vec<Slot>>,
+    free_slots: RefCell<Vec<u32>>,
+    lanes: Option<LaneSenders>,
+    pending_replies: RefCell<HashMap<ReplyToken, PendingReply>>,
+    next_token: Cell<ReplyToken>,
+    route_scratch: RefCell<Vec<Delivery>>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: ShardId,
+        shard_count: usize,
+        config: Arc<Config>,
+        stats: Arc<ShardStats>,
+        shutdown: Arc<AtomicBool>,
+        lanes: Option<LaneSenders>,
+    ) -> Shard {
+        Shard {
+            id,
+            shard_count,
+            config,
+            stats,
+            shutdown,
+            router: RefCell::new(Router::new()),
+            slots: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            lanes,
+            pending_replies: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+            route_scratch: RefCell::new(Vec::with_capacity(64)),
+        }
+    }
+
+    /// The shard that owns `topic`: where its messages are routed (and later journaled).
+    pub(crate) fn owner_of(&self, topic: &[u8]) -> ShardId {
+        ShardId((stable_hash(topic) % self.shard_count as u64) as u16)
+    }
+
+    /// Shards where a subscription to `topic` must be registered.
+    fn places_of(&self, topic: &TopicSpec) -> Vec<ShardId> {
+        match topic {
+            TopicSpec::Exact(name) => vec![self.owner_of(name)],
+            TopicSpec::Pattern(_) => (0..self.shard_count as u16).map(ShardId).collect(),
+        }
+    }
+
+    // ---- connection table -------------------------------------------------------------------
+
+    pub(crate) fn reserve_slot(&self) -> ConnectionId {
+        let mut slots = self.slots.borrow_mut();
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                slots.push(Slot { generation: 0, connection: None });
+                (slots.len() - 1) as u32
+            }
+        };
+        let entry = &mut slots[slot as usize];
+        entry.generation = entry.generation.wrapping_add(1);
+        ConnectionId { shard: self.id, slot, generation: entry.generation }
+    }
+
+    pub(crate) fn install(&self, connection: Rc<Connection>) {
+        let id = connection.id;
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[id.slot as usize];
+        assert_eq!(slot.generation, id.generation, "installing a connection into a reused slot");
+        assert!(slot.connection.is_none(), "slot {} already holds a connection", id.slot);
+        slot.connection = Some(connection);
+    }
+
+    pub(crate) fn release(&self, id: ConnectionId) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[id.slot as usize];
+        if slot.generation == id.generation && slot.connection.take().is_some() {
+            self.free_slots.borrow_mut().push(id.slot);
+        }
+    }
+
+    pub(crate) fn connection(&self, id: ConnectionId) -> Option<Rc<Connection>> {
+        assert_eq!(id.shard, self.id, "connection {id} looked up on {}", self.id);
+        let slots = self.slots.borrow();
+        let slot = slots.get(id.slot as usize)?;
+        (slot.generation == id.generation).then(|| slot.connection.clone()).flatten()
+    }
+
+    pub(crate) fn connections(&self) -> Vec<Rc<Connection>> {
+        self.slots.borrow().iter().filter_map(|slot| slot.connection.clone()).collect()
+    }
+
+    // ---- publishing -------------------------------------------------------------------------
+
+    /// Routes a message published on this shard: here when it owns the topic, else at the owner.
+    pub(crate) async fn publish(&self, message: PublishedMessage) {
+        let owner = self.owner_of(message.topic());
+        if owner == self.id {
+            self.route(message).await;
+            return;
+        }
+        let lanes = self.lanes.as_ref().expect("several shards have lanes");
+        if lanes.publish.send_to(owner.index(), PublishLane::Publish(message)).await.is_err() {
+            warn!(shard = %self.id, owner = %owner, "owner shard has stopped; message dropped during shutdown");
+        }
+    }
+
+    /// Matches a message whose topic this shard owns and hands each match to its connection.
+    pub(crate) async fn route(&self, message: PublishedMessage) {
+        // The scratch list is reused so routing allocates nothing; a route that overlaps another
+        // (possible only while one is waiting on a full channel) takes a fresh list.
+        let mut deliveries = self.route_scratch.take();
+        {
+            let context = MessageContext {
+                topic: message.topic(),
+                correlation_id: message.correlation_id(),
+                ..MessageContext::default()
+            };
+            self.router.borrow_mut().route(message.topic(), message.payload(), &context, &mut deliveries);
+        }
+        for delivery in deliveries.drain(..) {
+            if delivery.connection.shard == self.id {
+                self.deliver_local(&delivery, &message);
+                continue;
+            }
+            let lanes = self.lanes.as_ref().expect("remote deliveries need lanes");
+            let shard = delivery.connection.shard.index();
+            let lane = DeliveryLane::Deliver { delivery, message: message.clone() };
+            if lanes.delivery.send_to(shard, lane).await.is_err() {
+                warn!(shard = %self.id, to = shard, "subscriber shard has stopped; delivery dropped during shutdown");
+            }
+        }
+        let mut scratch = self.route_scratch.borrow_mut();
+        if scratch.capacity() < deliveries.capacity() {
+            *scratch = deliveries;
+        }
+    }
+
+    pub(crate) fn deliver_local(&self, delivery: &Delivery, message: &PublishedMessage) {
+        if let Some(connection) = self.connection(delivery.connection) {
+            connection.deliver(self, delivery, message);
+        }
+    }
+
+    // ---- subscriptions ----------------------------------------------------------------------
+
+    /// Registers a subscription everywhere it must live and waits until all places have it.
+    pub(crate) async fn subscribe(
+        &self,
+        connection: ConnectionId,
+        sub_id: &SubId,
+        topic: &TopicSpec,
+        options: &DeliveryOptions,
+        paused: bool,
+    ) {
+        let places = self.places_of(topic);
+        let token = self.new_token(places.iter().filter(|&&place| place != self.id).count());
+        for place in places {
+            if place == self.id {
+                let mut router = self.router.borrow_mut();
+                router.add(connection, sub_id.clone(), topic, options.clone());
+                router.set_paused(connection, sub_id, paused);
+                continue;
+            }
+            let lanes = self.lanes.as_ref().expect("remote places need lanes");
+            let request = ControlLane::Subscribe {
+                connection,
+                sub_id: sub_id.clone(),
+                topic: topic.clone(),
+                options: options.clone(),
+                paused,
+                token,
+            };
+            if lanes.control.send_to(place.index(), request).await.is_err() {
+                self.reply_arrived(token);
+            }
+        }
+        self.replies(token).await;
+    }
+
+    /// Removes a subscription from every place it lives (no reply needed: lanes keep order).
+    pub(crate) async fn unsubscribe(&self, connection: ConnectionId, sub_id: &SubId, topic: &TopicSpec) {
+        for place in self.places_of(topic) {
+            if place == self.id {
+                self.router.borrow_mut().remove(connection, sub_id);
+                continue;
+            }
+            let lanes = self.lanes.as_ref().expect("remote places need lanes");
+            let request = ControlLane::Unsubscribe { connection, sub_id: sub_id.clone() };
+            let _ = lanes.control.send_to(place.index(), request).await;
+        }
+    }
+
+    /// Pauses or resumes a subscription everywhere it lives.
+    pub(crate) async fn pause(&self, connection: ConnectionId, sub_id: &SubId, topic: &TopicSpec, paused: bool) {
+        for place in self.places_of(topic) {
+            if place == self.id {
+                self.router.borrow_mut().set_paused(connection, sub_id, paused);
+                continue;
+            }
+            let lanes = self.lanes.as_ref().expect("remote places need lanes");
+            let request = ControlLane::Pause { connection, sub_id: sub_id.clone(), paused };
+            let _ = lanes.control.send_to(place.index(), request).await;
+        }
+    }
+
+    /// Completes when every message this shard sent to other shards before the call was routed.
+    pub(crate) async fn barrier(&self) {
+        let Some(lanes) = self.lanes.as_ref() else {
+            return;
+        };
+        let token = self.new_token(self.shard_count - 1);
+        for shard in (0..self.shard_count).filter(|&shard| shard != self.id.index()) {
+            if lanes.publish.send_to(shard, PublishLane::Barrier { reply_to: self.id, token }).await.is_err() {
+                self.reply_arrived(token);
+            }
+        }
+        self.replies(token).await;
+    }
+
+    // ---- replies ----------------------------------------------------------------------------
+
+    fn new_token(&self, expected: usize) -> ReplyToken {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        if expected > 0 {
+            self.pending_replies.borrow_mut().insert(token, PendingReply { remaining: expected, waker: None });
+        }
+        token
+    }
+
+    fn reply_arrived(&self, token: ReplyToken) {
+        let mut pending = self.pending_replies.borrow_mut();
+        let Some(entry) = pending.get_mut(&token) else {
+            warn!(shard = %self.id, token, "reply for no pending request");
+            return;
+        };
+        assert!(entry.remaining > 0);
+        entry.remaining -= 1;
+        if entry.remaining == 0 {
+            if let Some(waker) = entry.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn replies(&self, token: ReplyToken) -> Replies<'_> {
+        Replies { shard: self, token }
+    }
+
+    // ---- lane receivers ---------------------------------------------------------------------
+
+    /// Spawns the tasks that serve the other shards' traffic.
+    pub(crate) fn serve_lanes(self: &Rc<Self>, receivers: &mut LaneReceivers) {
+        for (peer, receiver) in receivers.publish.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(item) = receiver.recv().await {
+                    match item {
+                        PublishLane::Publish(message) => shard.route(message).await,
+                        PublishLane::Barrier { reply_to, token } => {
+                            assert_eq!(reply_to.index(), peer);
+                            let lanes = shard.lanes.as_ref().expect("lanes");
+                            let _ = lanes.delivery.send_to(reply_to.index(), DeliveryLane::Reply { token }).await;
+                        }
+                    }
+                }
+            })
+            .detach();
+        }
+        for (peer, receiver) in receivers.control.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(item) = receiver.recv().await {
+                    match item {
+                        ControlLane::Subscribe { connection, sub_id, topic, options, paused, token } => {
+                            {
+                                let mut router = shard.router.borrow_mut();
+                                router.add(connection, sub_id.clone(), &topic, options);
+                                router.set_paused(connection, &sub_id, paused);
+                            }
+                            let lanes = shard.lanes.as_ref().expect("lanes");
+                            let _ = lanes.delivery.send_to(peer, DeliveryLane::Reply { token }).await;
+                        }
+                        ControlLane::Unsubscribe { connection, sub_id } => {
+                            shard.router.borrow_mut().remove(connection, &sub_id);
+                        }
+                        ControlLane::Pause { connection, sub_id, paused } => {
+                            shard.router.borrow_mut().set_paused(connection, &sub_id, paused);
+                        }
+                    }
+                }
+            })
+            .detach();
+        }
+        for (_peer, receiver) in receivers.delivery.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(item) = receiver.recv().await {
+                    match item {
+                        DeliveryLane::Deliver { delivery, message } => shard.deliver_local(&delivery, &message),
+                        DeliveryLane::Reply { token } => shard.reply_arrived(token),
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// Future that completes when every reply for a token has arrived.
+pub(crate) struct Replies<'s> {
+    shard: &'s Shard,
+    token: ReplyToken,
+}
+
+impl Future for Replies<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        let mut pending = self.shard.pending_replies.borrow_mut();
+        match pending.get_mut(&self.token) {
+            None => Poll::Ready(()),
+            Some(entry) if entry.remaining == 0 => {
+                pending.remove(&self.token);
+                Poll::Ready(())
+            }
+            Some(entry) => {
+                entry.waker = Some(context.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
