@@ -11,7 +11,8 @@ use crate::notify::Notify;
 use crate::outbound::{Flushed, OverBudget, Outbound};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
-use bytes::{Buf, Bytes, BytesMut};
+use crate::receive::ReceiveBuffer;
+use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
@@ -23,7 +24,7 @@ use tachyon_core::ids::ConnectionId;
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
 use tachyon_core::protocol::reply::{self, Outcome};
-use tachyon_core::protocol::{cut_frame, parse_header, AckType, FrameError, FRAME_LENGTH_BYTES};
+use tachyon_core::protocol::{parse_header, AckType};
 use tachyon_core::router::Delivery;
 use tachyon_core::session::{AckTarget, Refusal, Request, Session, SessionLimits};
 use tracing::{debug, info, warn};
@@ -185,61 +186,6 @@ impl Connection {
     }
 }
 
-/// A receive buffer whose complete frames are split off as shared, immutable slices.
-///
-/// The whole capacity is kept initialised (zeroed when the buffer grows), so reads go straight
-/// into it without unsafe code; `filled` marks how much of it holds received bytes.
-struct ReceiveBuffer {
-    bytes: BytesMut,
-    filled: usize,
-    chunk_bytes: usize,
-}
-
-impl ReceiveBuffer {
-    fn new(chunk_bytes: usize) -> ReceiveBuffer {
-        let mut receive = ReceiveBuffer { bytes: BytesMut::new(), filled: 0, chunk_bytes };
-        receive.grow(chunk_bytes);
-        receive
-    }
-
-    /// Makes room for at least `more` bytes after the filled part. When every frame handed out
-    /// earlier has been dropped, `reserve` reuses the same allocation.
-    fn grow(&mut self, more: usize) {
-        self.bytes.truncate(self.filled);
-        self.bytes.reserve(more.max(self.chunk_bytes));
-        let capacity = self.bytes.capacity();
-        self.bytes.resize(capacity, 0);
-    }
-
-    fn spare(&mut self) -> &mut [u8] {
-        if self.filled == self.bytes.len() {
-            self.grow(self.chunk_bytes);
-        }
-        &mut self.bytes[self.filled..]
-    }
-
-    fn next_frame(&mut self, frame_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
-        match cut_frame(&self.bytes[..self.filled], frame_bytes_max)? {
-            Some(length) => {
-                let mut frame = self.bytes.split_to(FRAME_LENGTH_BYTES + length);
-                self.filled -= FRAME_LENGTH_BYTES + length;
-                frame.advance(FRAME_LENGTH_BYTES);
-                Ok(Some(frame.freeze()))
-            }
-            None => {
-                // A frame larger than the room left: make room for all of it now.
-                if let Some(prefix) = self.bytes[..self.filled].first_chunk::<FRAME_LENGTH_BYTES>() {
-                    let needed = FRAME_LENGTH_BYTES + u32::from_be_bytes(*prefix) as usize;
-                    if needed > self.bytes.len() {
-                        self.grow(needed - self.filled);
-                    }
-                }
-                Ok(None)
-            }
-        }
-    }
-}
-
 /// Takes an accepted socket, registers the connection and runs its two tasks to completion.
 pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -347,7 +293,7 @@ async fn read_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tcp
                 break;
             }
         };
-        receive.filled += count;
+        receive.filled(count);
         connection.last_received.set(Instant::now());
         ShardStats::add(&shard.stats.bytes_in, count as u64);
         loop {

@@ -11,6 +11,9 @@ mod connection;
 mod mesh;
 mod notify;
 mod outbound;
+#[cfg(test)]
+mod pipeline_tests;
+mod receive;
 pub mod runtime;
 mod shard;
 pub mod stats;
