@@ -26,6 +26,11 @@ enum Command {
     /// Serves the AMPS protocol on tcp://0.0.0.0:9007/amps/json unless the config or flags say
     /// otherwise; keeps data under ./tachyon-data. Stops cleanly on SIGINT, SIGTERM or SIGHUP.
     Solo(SoloArgs),
+    /// Check whether this host is fit to run Tachyon (limits, sysctls, CPU, io_uring, NUMA,
+    /// storage). Exit status: 0 all pass, 1 warnings, 2 a fatal problem.
+    Preflight(tachyon_tools::preflight::PreflightArgs),
+    /// Size memory, SOW storage, transaction log and network for a workload.
+    Capacity(tachyon_tools::capacity::CapacityArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +60,8 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Solo(args) => solo(args),
+        Command::Preflight(args) => tachyon_tools::preflight::run(&args),
+        Command::Capacity(args) => tachyon_tools::capacity::run(&args),
     };
     match outcome {
         Ok(code) => std::process::exit(code),
