@@ -1,0 +1,139 @@
+//! A tiny fake AMPS broker for tests: answers `logon` and `subscribe` with the minimal acks the
+//! protocol reference (§5.1, §5.3) says real clients accept, and fans each `p` out to the
+//! subscriptions on its topic as `{"c":"p","t":..,"sids":..}<payload>`. It exists so the AMPS
+//! client is exercised end to end without the real server; it never parses payloads.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::amps::{
+    encode_frame, header_value, split_header, FrameReader, Received, READ_POLL_INTERVAL,
+};
+
+/// One subscription: its topic, its id, and the connection to deliver on.
+struct Subscription {
+    topic: Vec<u8>,
+    sub_id: Vec<u8>,
+    stream: TcpStream,
+}
+
+/// A running fake broker on a loopback port; stops on drop.
+pub struct FakeAmps {
+    /// Where clients connect.
+    pub address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FakeAmps {
+    /// Binds a loopback port and starts accepting.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let address = listener.local_addr().expect("address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let subscriptions = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut connections = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let stop = Arc::clone(&stop);
+                            let subscriptions = Arc::clone(&subscriptions);
+                            connections
+                                .push(thread::spawn(move || serve(stream, &stop, &subscriptions)));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+                for connection in connections {
+                    let _ = connection.join();
+                }
+            }
+        });
+        Self {
+            address,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+impl Drop for FakeAmps {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Serves one client connection until it closes or the fake stops.
+fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscription>>) {
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(READ_POLL_INTERVAL))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = FrameReader::new(stream);
+    while !stop.load(Ordering::Acquire) {
+        let frame = match reader.next_frame() {
+            Ok(Received::Message(frame)) => frame.to_vec(),
+            Ok(Received::Idle) => continue,
+            Ok(Received::Closed) | Err(_) => return,
+        };
+        let Some((header, payload)) = split_header(&frame) else {
+            return;
+        };
+        let field = |key| header_value(header, key).unwrap_or_default().to_vec();
+        let command = field("c");
+        let command_id = String::from_utf8_lossy(&field("cid")).into_owned();
+        match command.as_slice() {
+            b"logon" => {
+                let ack = format!(
+                    r#"{{"c":"ack","cid":"{command_id}","a":"processed","version":"5.3.4.0","status":"success"}}"#
+                );
+                let _ = writer.write_all(&encode_frame(ack.as_bytes(), b""));
+            }
+            b"subscribe" => {
+                let sub_id = field("sub_id");
+                subscriptions.lock().expect("lock").push(Subscription {
+                    topic: field("t"),
+                    sub_id: sub_id.clone(),
+                    stream: writer.try_clone().expect("clone"),
+                });
+                let ack = format!(
+                    r#"{{"c":"ack","a":"processed","cid":"{command_id}","sub_id":"{}","status":"success"}}"#,
+                    String::from_utf8_lossy(&sub_id)
+                );
+                let _ = writer.write_all(&encode_frame(ack.as_bytes(), b""));
+            }
+            b"p" | b"publish" => {
+                let topic = field("t");
+                for subscription in subscriptions
+                    .lock()
+                    .expect("lock")
+                    .iter_mut()
+                    .filter(|s| s.topic == topic)
+                {
+                    let delivery = format!(
+                        r#"{{"c":"p","t":"{}","sids":"{}"}}"#,
+                        String::from_utf8_lossy(&topic),
+                        String::from_utf8_lossy(&subscription.sub_id)
+                    );
+                    let _ = subscription
+                        .stream
+                        .write_all(&encode_frame(delivery.as_bytes(), payload));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Starting and stopping the systems under test: the Tachyon binary, the in-process raw TCP
+//! relay, and `nats-server`. Each combination gets a fresh instance so no state (journal, slow
+//! consumer counters, memory) carries from one measurement into the next.
+//!
+//! Servers run pinned to the "server core" (set in the child between fork and exec, so every
+//! thread the server starts inherits it); the benchmark's own threads run on other cores.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::relay::Relay;
+
+/// How long a server may take to accept connections before the run fails.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A system the benchmark can measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemKind {
+    /// The Tachyon server binary (`solo` mode), AMPS protocol.
+    Tachyon,
+    /// The in-process raw TCP relay: the floor.
+    Relay,
+    /// `nats-server`, NATS text protocol.
+    Nats,
+}
+
+impl SystemKind {
+    /// Parses one name of the `--systems` list.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.trim() {
+            "tachyon" => Ok(Self::Tachyon),
+            "relay" => Ok(Self::Relay),
+            "nats" => Ok(Self::Nats),
+            other => bail!("unknown system {other:?}: expected tachyon, relay or nats"),
+        }
+    }
+}
+
+impl fmt::Display for SystemKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` (not `write_str`) so table columns can set a width.
+        formatter.pad(match self {
+            Self::Tachyon => "tachyon",
+            Self::Relay => "relay",
+            Self::Nats => "nats",
+        })
+    }
+}
+
+/// How the load generator talks to a system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// AMPS with logon and subscribe.
+    Amps,
+    /// AMPS publish frames sent straight through the relay (no logon, no subscribe).
+    RawFrames,
+    /// NATS text protocol.
+    Nats,
+}
+
+/// Where the load generator connects.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// The protocol to speak.
+    pub protocol: Protocol,
+    /// Address for the publisher connection.
+    pub publish_address: SocketAddr,
+    /// Address for the subscriber connection (the same as `publish_address` for brokers).
+    pub subscribe_address: SocketAddr,
+}
+
+/// Paths and placement used to start systems.
+#[derive(Clone, Debug)]
+pub struct SystemOptions {
+    /// The Tachyon binary.
+    pub tachyon_binary: PathBuf,
+    /// The `nats-server` binary.
+    pub nats_binary: PathBuf,
+    /// This benchmark's own binary, to run the relay as a process (`relay-server`); `None` runs
+    /// it as a thread of this process.
+    pub relay_binary: Option<PathBuf>,
+    /// The core servers (and the relay) are pinned to; `None` = no pinning.
+    pub server_core: Option<usize>,
+}
+
+/// A started system; [`RunningSystem::stop`] (or drop) shuts it down.
+pub struct RunningSystem {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    guard: Guard,
+}
+
+enum Guard {
+    Process(ServerProcess),
+    Relay(Relay),
+}
+
+impl RunningSystem {
+    /// The server's process id, for CPU accounting (`None` for the in-process relay).
+    pub fn server_pid(&self) -> Option<u32> {
+        match &self.guard {
+            Guard::Process(process) => process.child.as_ref().map(Child::id),
+            Guard::Relay(_) => None,
+        }
+    }
+
+    /// Stops the system, reporting an unclean exit.
+    pub fn stop(self) -> Result<()> {
+        match self.guard {
+            Guard::Process(mut process) => process.stop(),
+            Guard::Relay(relay) => relay.stop().map(|_| ()),
+        }
+    }
+}
+
+/// Starts `kind` and waits until it accepts connections.
+pub fn start(kind: SystemKind, options: &SystemOptions) -> Result<RunningSystem> {
+    match kind {
+        SystemKind::Relay if options.relay_binary.is_some() => {
+            let scratch = ScratchDir::create("relay")?;
+            let publish_address = free_loopback_address()?;
+            let subscribe_address = free_loopback_address()?;
+            let mut command = Command::new(options.relay_binary.as_ref().expect("checked above"));
+            command
+                .arg("relay-server")
+                .arg("--publish")
+                .arg(publish_address.to_string())
+                .arg("--subscribe")
+                .arg(subscribe_address.to_string());
+            let mut process = ServerProcess::spawn("relay", command, scratch, options.server_core)?;
+            // Not a connect probe: the relay would take the probe for its one publisher or
+            // subscriber. It says when it listens instead.
+            process.wait_for_stdout_line(crate::relay::READY_LINE, STARTUP_TIMEOUT)?;
+            let endpoint = Endpoint {
+                protocol: Protocol::RawFrames,
+                publish_address,
+                subscribe_address,
+            };
+            Ok(RunningSystem {
+                endpoint,
+                guard: Guard::Process(process),
+            })
+        }
+        SystemKind::Relay => {
+            let relay = Relay::start(options.server_core.map(|id| core_affinity::CoreId { id }))?;
+            let endpoint = Endpoint {
+                protocol: Protocol::RawFrames,
+                publish_address: relay.publish_address,
+                subscribe_address: relay.subscribe_address,
+            };
+            Ok(RunningSystem {
+                endpoint,
+                guard: Guard::Relay(relay),
+            })
+        }
+        SystemKind::Tachyon => {
+            let scratch = ScratchDir::create("tachyon")?;
+            let address = free_loopback_address()?;
+            let config_path = scratch.path.join("tachyon.toml");
+            let config = format!(
+                "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n",
+                scratch.path.join("data").display()
+            );
+            fs::write(&config_path, config)
+                .with_context(|| format!("writing {}", config_path.display()))?;
+            let mut command = Command::new(&options.tachyon_binary);
+            command.arg("solo").arg("--config").arg(&config_path);
+            let process = ServerProcess::spawn("tachyon", command, scratch, options.server_core)?;
+            started(process, address, Protocol::Amps)
+        }
+        SystemKind::Nats => {
+            let scratch = ScratchDir::create("nats")?;
+            let address = free_loopback_address()?;
+            let mut command = Command::new(&options.nats_binary);
+            command.args(["-a", "127.0.0.1", "-p", &address.port().to_string()]);
+            let process =
+                ServerProcess::spawn("nats-server", command, scratch, options.server_core)?;
+            started(process, address, Protocol::Nats)
+        }
+    }
+}
+
+/// Waits for a spawned server's port, then wraps it as a running system.
+fn started(
+    mut process: ServerProcess,
+    address: SocketAddr,
+    protocol: Protocol,
+) -> Result<RunningSystem> {
+    process.wait_until_accepting(address, STARTUP_TIMEOUT)?;
+    let endpoint = Endpoint {
+        protocol,
+        publish_address: address,
+        subscribe_address: address,
+    };
+    Ok(RunningSystem {
+        endpoint,
+        guard: Guard::Process(process),
+    })
+}
+
+/// Asks the kernel for a free loopback port. Another process could take it before the server
+/// binds it; on this single-user rig that race is accepted (the server then fails loudly).
+pub fn free_loopback_address() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Finds `name` on `PATH`, then in `/usr/sbin` and `/usr/local/sbin` (where Debian puts
+/// `nats-server`, which is not on a non-root user's `PATH`).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A per-run scratch directory under the system temp dir, removed on drop.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn create(label: &str) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tachyon-bench-{}-{label}-{unique}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A child server process whose output goes to files in its scratch dir (a pipe nobody reads
+/// could fill up and stall a chatty server mid-run).
+struct ServerProcess {
+    name: &'static str,
+    child: Option<Child>,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    // Declared last so it is removed after the child is gone.
+    _scratch: ScratchDir,
+}
+
+impl ServerProcess {
+    fn spawn(
+        name: &'static str,
+        mut command: Command,
+        scratch: ScratchDir,
+        core: Option<usize>,
+    ) -> Result<Self> {
+        let stdout_path = scratch.path.join("stdout.log");
+        let stderr_path = scratch.path.join("stderr.log");
+        command
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path)?)
+            .stderr(File::create(&stderr_path)?);
+        prepare_child(&mut command, core);
+        let program = command.get_program().to_owned();
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {name} ({}): is it built/installed? (see --tachyon-bin / --nats-bin)",
+                Path::new(&program).display()
+            )
+        })?;
+        Ok(Self {
+            name,
+            child: Some(child),
+            stdout_path,
+            stderr_path,
+            _scratch: scratch,
+        })
+    }
+
+    /// Polls until `address` accepts a TCP connection; fails with the server's stderr when the
+    /// process exits first or `timeout` passes.
+    fn wait_until_accepting(&mut self, address: SocketAddr, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("child present until stopped");
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited ({status}) before accepting connections on {address}; its stderr:\n{}", self.name, self.stderr());
+            }
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let stderr = self.stderr();
+                let _ = self.stop();
+                bail!("{} did not accept connections on {address} within {timeout:?}; its stderr:\n{stderr}", self.name);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls the server's stdout until it contains `line`; fails like `wait_until_accepting`.
+    fn wait_for_stdout_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stdout = fs::read_to_string(&self.stdout_path).unwrap_or_default();
+            if stdout.lines().any(|printed| printed == line) {
+                return Ok(());
+            }
+            let child = self.child.as_mut().expect("child present until stopped");
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before it was ready; its stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                let stderr = self.stderr();
+                let _ = self.stop();
+                bail!(
+                    "{} was not ready within {timeout:?}; its stderr:\n{stderr}",
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path)
+            .unwrap_or_else(|error| format!("(unreadable: {error})"))
+    }
+
+    /// SIGTERM, wait up to [`SHUTDOWN_TIMEOUT`], then SIGKILL.
+    fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let pid = libc::pid_t::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped), so it cannot name
+        // another process; it has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        child.kill()?;
+        child.wait()?;
+        bail!(
+            "{} ignored SIGTERM for {SHUTDOWN_TIMEOUT:?} and was killed",
+            self.name
+        )
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Prepares the child between fork and exec:
+///
+/// - its own session (`setsid`): on kernels with `sched_autogroup_enabled` every session is a
+///   scheduling group, and a server left in the benchmark's group would share that group's weight
+///   with the spinning publisher, so any background load (a compiler in another session) delays
+///   its wake-ups by whole time slices; in its own group every server competes on equal terms;
+/// - SIGTERM when the benchmark dies (`PR_SET_PDEATHSIG`), since leaving the session also means
+///   Ctrl-C no longer reaches it;
+/// - pinned to `core`, so every thread it starts later inherits the mask (setting it after spawn
+///   would miss threads started at once, as Go does).
+fn prepare_child(command: &mut Command, core: Option<usize>) {
+    // SAFETY: the closure runs in the forked child before exec and only makes the syscalls
+    // setsid(2), prctl(2) and sched_setaffinity(2), all async-signal-safe, on a stack-allocated
+    // cpu_set_t; it does not allocate or take locks. CPU_SET is guarded against cores outside
+    // the set's range.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setsid();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if let Some(core) = core.filter(|&core| core < libc::CPU_SETSIZE as usize) {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(core, &mut set);
+                // Failure (a missing core) leaves the server unpinned, which the preflight
+                // check has already ruled out; not worth aborting the exec for.
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_names_parse() {
+        assert_eq!(SystemKind::parse("tachyon").unwrap(), SystemKind::Tachyon);
+        assert_eq!(SystemKind::parse(" relay").unwrap(), SystemKind::Relay);
+        assert_eq!(SystemKind::parse("nats").unwrap(), SystemKind::Nats);
+        assert!(SystemKind::parse("kafka").is_err());
+    }
+
+    #[test]
+    fn missing_binary_fails_with_a_hint() {
+        let options = SystemOptions {
+            tachyon_binary: PathBuf::from("/nonexistent/tachyon"),
+            nats_binary: PathBuf::from("/nonexistent/nats-server"),
+            relay_binary: None,
+            server_core: None,
+        };
+        let error = start(SystemKind::Tachyon, &options)
+            .err()
+            .expect("must fail");
+        assert!(format!("{error:#}").contains("--tachyon-bin"), "{error:#}");
+    }
+
+    #[test]
+    fn server_that_exits_early_reports_its_stderr() {
+        let scratch = ScratchDir::create("test").unwrap();
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo boom-from-server >&2; exit 3"]);
+        let mut process = ServerProcess::spawn("fake", command, scratch, None).unwrap();
+        let address = free_loopback_address().unwrap();
+        let error = process
+            .wait_until_accepting(address, Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("boom-from-server"),
+            "{error:#}"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Black-box test of the `tachyon-bench` binary: a tiny `latency` run against the relay, started
+//! as its own process the way real measurements start it. Asserts correctness (every message
+//! arrived, in order, and the JSON says so), never timing.
+
+use std::process::Command;
+
+#[test]
+fn latency_against_the_relay_process_writes_a_complete_report() {
+    let directory = std::env::temp_dir().join(format!("tachyon-bench-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    let json = directory.join("out.json");
+    let hdr_dir = directory.join("hdr");
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args([
+            "latency",
+            "--systems",
+            "relay",
+            "--rates",
+            "5000",
+            "--sizes",
+            "128,1024",
+        ])
+        .args(["--warmup", "0", "--duration", "200ms", "--no-pin"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hdr-dir")
+        .arg(&hdr_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("relay"), "{stdout}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["settings"]["relay"], "process");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert_eq!(result["error"], serde_json::Value::Null, "{result}");
+        assert_eq!(result["sent"], 1_000, "{result}");
+        assert_eq!(result["received"], 1_000, "{result}");
+        assert_eq!(result["lost"], 0, "{result}");
+        assert_eq!(result["out_of_order"], 0, "{result}");
+        assert_eq!(result["recorded"], 1_000, "{result}");
+    }
+    assert!(report["environment"]["cpus_online"].as_u64().unwrap() >= 1);
+    assert!(hdr_dir.join("relay-5000-128.hdr").is_file());
+    assert!(hdr_dir.join("relay-5000-1024.hdr").is_file());
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn missing_tachyon_binary_fails_fast_with_the_fix() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args([
+            "latency",
+            "--systems",
+            "tachyon",
+            "--smoke",
+            "--tachyon-bin",
+            "/nonexistent/tachyon",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cargo build --release"), "{stderr}");
+}
