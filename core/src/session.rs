@@ -220,7 +220,9 @@ impl Session {
             return Err(refuse(Reason::LogonRequired, format!("{} before logon", command.as_str())));
         }
         match command {
-            CommandKind::Publish => {
+            // Without a SOW store every topic is a non-SOW topic, where AMPS treats a delta
+            // publish as a publish and a delta subscription as a subscription.
+            CommandKind::Publish | CommandKind::DeltaPublish => {
                 let topic = header.get(Key::Topic).ok_or_else(|| refuse(Reason::InvalidTopic, "publish without topic"))?;
                 crate::topic::check_name(&topic.to_bytes()).map_err(topic_refusal)?;
                 if topic.escaped {
@@ -228,7 +230,7 @@ impl Session {
                 }
                 Ok(Request::Publish)
             }
-            CommandKind::Subscribe => self.subscribe(header),
+            CommandKind::Subscribe | CommandKind::DeltaSubscribe => self.subscribe(header),
             CommandKind::Unsubscribe => self.unsubscribe(header),
             CommandKind::Flush => Ok(Request::Flush),
             CommandKind::Heartbeat => {
@@ -245,9 +247,7 @@ impl Session {
                     None => Ok(Request::Beat),
                 }
             }
-            CommandKind::DeltaPublish
-            | CommandKind::DeltaSubscribe
-            | CommandKind::Sow
+            CommandKind::Sow
             | CommandKind::SowAndSubscribe
             | CommandKind::SowAndDeltaSubscribe
             | CommandKind::SowDelete => Err(refuse(
@@ -295,7 +295,12 @@ impl Session {
             return self.pause_listed(header, options.pause);
         }
         let topic_bytes = header.get(Key::Topic).map(|topic| topic.to_bytes()).unwrap_or_default();
-        let topic = TopicSpec::parse(&topic_bytes).map_err(topic_refusal)?;
+        let topic = if options.non_regex_topic {
+            TopicSpec::literal(&topic_bytes)
+        } else {
+            TopicSpec::parse(&topic_bytes)
+        }
+        .map_err(topic_refusal)?;
         if existing.is_some() && !options.replace && !options.pause && !options.resume {
             return Err(refuse(Reason::SubIdInUse, format!("subscription '{sub_id}' exists; use the replace option")));
         }
@@ -413,6 +418,8 @@ mod tests {
         assert_eq!(reason(handle(&mut session, r#"{"c":"subscribe","t":"a.(","sub_id":"a"}"#)), Reason::BadRegexTopic);
         assert_eq!(reason(handle(&mut session, r#"{"c":"p"}"#)), Reason::InvalidTopic);
         assert_eq!(reason(handle(&mut session, r#"{"c":"sow","t":"x"}"#)), Reason::NotSupported);
+        assert_eq!(reason(handle(&mut session, r#"{"c":"sow_delete","t":"x"}"#)), Reason::NotSupported);
+        assert!(matches!(handle(&mut session, r#"{"c":"delta_publish","t":"x"}"#), Ok(Request::Publish)));
         assert_eq!(reason(handle(&mut session, r#"{"c":"subscribe","t":"x","sub_id":"b","bookmark":"0"}"#)), Reason::NotSupported);
         assert_eq!(reason(handle(&mut session, r#"{"c":"subscribe","t":"x","sub_id":"b","o":"warp"}"#)), Reason::InvalidOptions);
         assert_eq!(reason(handle(&mut session, r#"{"c":"heartbeat","o":"start,0"}"#)), Reason::InvalidOptions);
@@ -438,6 +445,18 @@ mod tests {
         assert!(matches!(handle(&mut session, r#"{"c":"unsubscribe","sub_id":"nope"}"#), Ok(Request::Unsubscribe(ids)) if ids.is_empty()));
         assert!(matches!(handle(&mut session, r#"{"c":"unsubscribe","sub_id":"all"}"#), Ok(Request::Unsubscribe(ids)) if ids.len() == 1));
         assert_eq!(session.subscriptions().count(), 0);
+    }
+
+    #[test]
+    fn non_regex_topic_makes_patterns_literal() {
+        let mut session = logged_on();
+        match handle(&mut session, r#"{"c":"subscribe","t":"odd.(","sub_id":"a","o":"non_regex_topic"}"#) {
+            Ok(Request::Subscribe { record, .. }) => {
+                assert!(matches!(record.topic, TopicSpec::Exact(_)));
+                assert!(record.topic.matches(b"odd.("));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -95,6 +95,13 @@ impl TopicSpec {
         Ok(TopicSpec::Pattern(TopicPattern { text: Arc::from(text), regex }))
     }
 
+    /// Reads a subscription topic as a literal name, whatever characters it holds (the
+    /// `non_regex_topic` option).
+    pub fn literal(topic: &[u8]) -> Result<TopicSpec, TopicError> {
+        check_name(topic)?;
+        Ok(TopicSpec::Exact(Arc::from(topic)))
+    }
+
     /// Whether `topic` is selected.
     pub fn matches(&self, topic: &[u8]) -> bool {
         match self {

@@ -79,6 +79,21 @@ pub struct RuntimeConfig {
     pub io_memory_bytes: usize,
     /// Lock all memory with mlockall at start-up (needs RLIMIT_MEMLOCK or CAP_IPC_LOCK).
     pub lock_memory: bool,
+    /// Which shard routes a topic's messages.
+    pub topic_routing: TopicRouting,
+}
+
+/// Which shard routes (and, later, journals) a topic's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicRouting {
+    /// Shard 0 routes every topic: one total order across the instance, as AMPS guarantees, so a
+    /// subscriber sees one publisher's messages in publish order across topics. Connections
+    /// (parsing, acks, socket I/O) still spread over all shards.
+    Ordered,
+    /// Topics are spread over shards by hash: routing scales with cores, but order is kept only
+    /// per topic, not across topics.
+    Hashed,
 }
 
 /// Bounds on clients.
@@ -125,6 +140,7 @@ impl Default for RuntimeConfig {
             spin_before_park_us: 0,
             io_memory_bytes: 512 * 1024,
             lock_memory: false,
+            topic_routing: TopicRouting::Ordered,
         }
     }
 }

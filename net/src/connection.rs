@@ -406,10 +406,17 @@ async fn handle_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &
     Ok(())
 }
 
-/// Answers a refused command with a failure ack (always: a refusal is never silent) and logs it.
+/// Answers a refused command with a failure ack (always a processed one: a refusal is never
+/// silent) plus one for each other ack type it asked for, so no client call is left waiting for an
+/// ack that will never come; and logs it.
 fn refuse(shard: &Shard, connection: &Connection, target: &AckTarget<'_>, refusal: &Refusal) {
     ShardStats::add(&shard.stats.commands_refused, 1);
     let command = target.command.map(|command| command.as_str()).unwrap_or("?");
     warn!(client = %connection.name(), command, "refused: {refusal}");
-    connection.send_inline(shard, |buffer| reply::write_ack(buffer, AckType::Processed, target, Outcome::Failure(refusal)));
+    let acks = target.acks.with(AckType::Processed);
+    for ack in [AckType::Processed, AckType::Completed, AckType::Stats] {
+        if acks.contains(ack) {
+            connection.send_inline(shard, |buffer| reply::write_ack(buffer, ack, target, Outcome::Failure(refusal)));
+        }
+    }
 }

@@ -18,5 +18,5 @@ pub mod runtime;
 mod shard;
 pub mod stats;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, TopicRouting};
 pub use runtime::{RunningServer, StartError};

@@ -70,10 +70,12 @@ impl Outbound {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }

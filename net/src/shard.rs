@@ -2,11 +2,12 @@
 //! subscriptions.
 //!
 //! Everything here runs on the shard's single thread, so state lives in `Cell`/`RefCell` and no
-//! lock is taken. A publish is routed by the shard that owns its topic; each match goes to the
-//! shard that owns the subscriber's connection, inline when that is this shard. Cross-shard
+//! lock is taken. A publish is routed by the shard that owns its topic (shard 0 for every topic
+//! under the default ordered routing); each match goes to the shard that owns the subscriber's
+//! connection, inline when that is this shard. Cross-shard
 //! requests (subscribe, flush barriers) wait for replies matched by token.
 
-use crate::config::Config;
+use crate::config::{Config, TopicRouting};
 use crate::connection::Connection;
 use crate::mesh::{ControlLane, DeliveryLane, LaneReceivers, LaneSenders, PublishLane, ReplyToken};
 use crate::stats::ShardStats;
@@ -78,14 +79,19 @@ impl Shard {
 
     /// The shard that owns `topic`: where its messages are routed (and later journaled).
     pub(crate) fn owner_of(&self, topic: &[u8]) -> ShardId {
-        ShardId((stable_hash(topic) % self.shard_count as u64) as u16)
+        match self.config.runtime.topic_routing {
+            TopicRouting::Ordered => ShardId(0),
+            TopicRouting::Hashed => ShardId((stable_hash(topic) % self.shard_count as u64) as u16),
+        }
     }
 
-    /// Shards where a subscription to `topic` must be registered.
+    /// Shards where a subscription to `topic` must be registered: the owner of an exact topic;
+    /// every shard that routes anything for a pattern.
     fn places_of(&self, topic: &TopicSpec) -> Vec<ShardId> {
-        match topic {
-            TopicSpec::Exact(name) => vec![self.owner_of(name)],
-            TopicSpec::Pattern(_) => (0..self.shard_count as u16).map(ShardId).collect(),
+        match (topic, self.config.runtime.topic_routing) {
+            (TopicSpec::Exact(name), _) => vec![self.owner_of(name)],
+            (TopicSpec::Pattern(_), TopicRouting::Ordered) => vec![ShardId(0)],
+            (TopicSpec::Pattern(_), TopicRouting::Hashed) => (0..self.shard_count as u16).map(ShardId).collect(),
         }
     }
 

@@ -179,6 +179,8 @@ pub struct Options {
     pub heartbeat_start_seconds: Option<u64>,
     /// `beat` on heartbeat.
     pub beat: bool,
+    /// `non_regex_topic`: the topic is a literal name even if it contains regex characters.
+    pub non_regex_topic: bool,
     /// An option this server does not know, kept so the caller can name it in a failure ack.
     pub unknown: bool,
 }
@@ -202,6 +204,7 @@ impl Options {
                 b"live" => options.live = true,
                 b"no_sowkey" => options.no_sowkey = true,
                 b"beat" => options.beat = true,
+                b"non_regex_topic" => options.non_regex_topic = true,
                 b"start" => {
                     let seconds = words.peek().and_then(|next| super::header::parse_u64(next.trim_ascii()));
                     if seconds.is_some() {
@@ -212,7 +215,7 @@ impl Options {
                 // Query and backlog tuning options are accepted and ignored until the SOW and
                 // queues exist; they never change which messages a subscription receives.
                 _ if word.contains(&b'=') => {}
-                b"send_oof" | b"cancel" | b"expire" | b"non_regex_topic" | b"fully_durable" => {}
+                b"send_oof" | b"cancel" | b"expire" | b"fully_durable" => {}
                 _ => options.unknown = true,
             }
         }
