@@ -3,11 +3,13 @@
 //! Each shard has one router. It holds the exact-topic subscriptions for the topics the shard
 //! owns and every pattern subscription (a pattern may select topics owned by any shard). Exact
 //! topics are a hash lookup; pattern matches are cached per topic in a bounded cache that is
-//! cleared whenever a pattern subscription comes or goes. Matches are grouped per connection so
+//! cleared whenever a pattern subscription comes or goes. The content filters of one exact
+//! topic's subscriptions share that topic's field table, so a message is scanned once for the
+//! union of the fields they read, however many filters there are. Matches are grouped per connection so
 //! that a connection with several matching subscriptions gets one frame listing them all in
 //! `sids`. Routing a message allocates nothing once the scratch buffers have grown.
 
-use crate::filter::{Filter, MessageContext};
+use crate::filter::{BoundFilter, FieldTable, Filter, MessageContext, ScanScratch};
 use crate::ids::{ConnectionId, SubId};
 use crate::topic::{TopicPattern, TopicSpec};
 use smallvec::SmallVec;
@@ -26,18 +28,35 @@ pub struct DeliveryOptions {
     pub filter: Option<Filter>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     connection: ConnectionId,
     sub_id: SubId,
     paused: bool,
-    options: DeliveryOptions,
+    timestamp: bool,
 }
 
-#[derive(Debug, Clone)]
+/// A subscription to one exact topic; its filter is bound to the topic's field table.
+#[derive(Debug)]
+struct ExactEntry {
+    entry: Entry,
+    filter: Option<BoundFilter>,
+}
+
+/// The subscriptions of one exact topic and the field table their filters share.
+#[derive(Debug, Default)]
+struct TopicSubscriptions {
+    entries: Vec<ExactEntry>,
+    table: FieldTable,
+    filtered: usize,
+}
+
+/// A pattern subscription; its filter scans on its own (patterns span topics and tables).
+#[derive(Debug)]
 struct PatternEntry {
     pattern: TopicPattern,
     entry: Entry,
+    filter: Option<Filter>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,16 +87,19 @@ pub struct RouterStats {
     pub pattern_cache_misses: u64,
     /// Messages a subscription's filter rejected.
     pub filter_rejections: u64,
+    /// Messages whose payload was not well-formed JSON where a filter needed to read it.
+    pub malformed_payloads: u64,
 }
 
 /// The subscription index of one shard.
 #[derive(Debug, Default)]
 pub struct Router {
-    exact: HashMap<Arc<[u8]>, Vec<Entry>>,
+    exact: HashMap<Arc<[u8]>, TopicSubscriptions>,
     patterns: Vec<PatternEntry>,
     pattern_cache: HashMap<Box<[u8]>, Vec<u32>>,
     places: HashMap<(ConnectionId, SubId), Place>,
     stats: RouterStats,
+    scratch: ScanScratch,
 }
 
 impl Router {
@@ -89,17 +111,19 @@ impl Router {
     /// Adds a subscription, or replaces the one with the same connection and id.
     pub fn add(&mut self, connection: ConnectionId, sub_id: SubId, topic: &TopicSpec, options: DeliveryOptions) {
         self.remove(connection, &sub_id);
-        let entry = Entry { connection, sub_id: sub_id.clone(), paused: false, options };
+        let entry = Entry { connection, sub_id: sub_id.clone(), paused: false, timestamp: options.timestamp };
         match topic {
             TopicSpec::Exact(name) => {
-                let entries = self.exact.entry(name.clone()).or_default();
+                let topic = self.exact.entry(name.clone()).or_default();
+                let filter = options.filter.as_ref().map(|filter| topic.table.register(filter));
+                topic.filtered += usize::from(filter.is_some());
                 // Keep a connection's subscriptions adjacent so matches group without searching.
-                let position = entries.partition_point(|existing| existing.connection <= connection);
-                entries.insert(position, entry);
+                let position = topic.entries.partition_point(|existing| existing.entry.connection <= connection);
+                topic.entries.insert(position, ExactEntry { entry, filter });
                 self.places.insert((connection, sub_id), Place::Exact(name.clone()));
             }
             TopicSpec::Pattern(pattern) => {
-                self.patterns.push(PatternEntry { pattern: pattern.clone(), entry });
+                self.patterns.push(PatternEntry { pattern: pattern.clone(), entry, filter: options.filter });
                 self.pattern_cache.clear();
                 self.places.insert((connection, sub_id), Place::Pattern);
             }
@@ -114,9 +138,15 @@ impl Router {
         let is_it = |entry: &Entry| entry.connection == connection && entry.sub_id == *sub_id;
         match place {
             Place::Exact(name) => {
-                if let Some(entries) = self.exact.get_mut(&name) {
-                    entries.retain(|entry| !is_it(entry));
-                    if entries.is_empty() {
+                if let Some(topic) = self.exact.get_mut(&name) {
+                    if let Some(position) = topic.entries.iter().position(|exact| is_it(&exact.entry)) {
+                        let removed = topic.entries.remove(position);
+                        if let Some(bound) = &removed.filter {
+                            topic.table.unregister(bound);
+                            topic.filtered -= 1;
+                        }
+                    }
+                    if topic.entries.is_empty() {
                         self.exact.remove(&name);
                     }
                 }
@@ -150,7 +180,7 @@ impl Router {
         };
         let entries: Box<dyn Iterator<Item = &mut Entry>> = match place {
             Place::Exact(name) => match self.exact.get_mut(name) {
-                Some(entries) => Box::new(entries.iter_mut()),
+                Some(topic) => Box::new(topic.entries.iter_mut().map(|exact| &mut exact.entry)),
                 None => return false,
             },
             Place::Pattern => Box::new(self.patterns.iter_mut().map(|pattern| &mut pattern.entry)),
@@ -182,9 +212,24 @@ impl Router {
     pub fn route(&mut self, topic: &[u8], payload: &[u8], context: &MessageContext<'_>, out: &mut Vec<Delivery>) {
         out.clear();
         self.stats.messages_routed += 1;
-        if let Some(entries) = self.exact.get(topic) {
-            for entry in entries {
-                Self::offer(entry, payload, context, out, &mut self.stats, false);
+        if let Some(subscriptions) = self.exact.get(topic) {
+            // One scan serves every filter of the topic; skipped when none has a filter.
+            let scanned = if subscriptions.filtered > 0 {
+                let scanned = subscriptions.table.scan(payload, &mut self.scratch);
+                if scanned.is_err() {
+                    self.stats.malformed_payloads += 1;
+                }
+                Some(scanned)
+            } else {
+                None
+            };
+            for exact in &subscriptions.entries {
+                let matched = match (&exact.filter, &scanned) {
+                    (None, _) => true,
+                    (Some(bound), Some(Ok(fields))) => bound.eval(fields, context),
+                    (Some(_), _) => false,
+                };
+                Self::offer(&exact.entry, matched, out, &mut self.stats, false);
             }
         }
         if self.patterns.is_empty() {
@@ -202,29 +247,20 @@ impl Router {
         } else {
             self.stats.pattern_cache_hits += 1;
         }
-        let matching = &self.pattern_cache[topic];
-        for &index in matching {
-            let entry = &self.patterns[index as usize].entry;
-            Self::offer(entry, payload, context, out, &mut self.stats, true);
+        for &index in &self.pattern_cache[topic] {
+            let pattern = &self.patterns[index as usize];
+            let matched = pattern.filter.as_ref().is_none_or(|filter| filter.matches(payload, context));
+            Self::offer(&pattern.entry, matched, out, &mut self.stats, true);
         }
     }
 
-    fn offer(
-        entry: &Entry,
-        payload: &[u8],
-        context: &MessageContext<'_>,
-        out: &mut Vec<Delivery>,
-        stats: &mut RouterStats,
-        search_all: bool,
-    ) {
+    fn offer(entry: &Entry, matched: bool, out: &mut Vec<Delivery>, stats: &mut RouterStats, search_all: bool) {
         if entry.paused {
             return;
         }
-        if let Some(filter) = &entry.options.filter {
-            if !filter.matches(payload, context) {
-                stats.filter_rejections += 1;
-                return;
-            }
+        if !matched {
+            stats.filter_rejections += 1;
+            return;
         }
         // Exact entries arrive grouped by connection, so only the last delivery can be theirs;
         // pattern entries may join any connection's delivery.
@@ -238,12 +274,12 @@ impl Router {
                 if !delivery.sub_ids.contains(&entry.sub_id) {
                     delivery.sub_ids.push(entry.sub_id.clone());
                 }
-                delivery.timestamp |= entry.options.timestamp;
+                delivery.timestamp |= entry.timestamp;
             }
             None => {
                 let mut sub_ids = SmallVec::new();
                 sub_ids.push(entry.sub_id.clone());
-                out.push(Delivery { connection: entry.connection, sub_ids, timestamp: entry.options.timestamp });
+                out.push(Delivery { connection: entry.connection, sub_ids, timestamp: entry.timestamp });
             }
         }
     }
@@ -301,6 +337,47 @@ mod tests {
         assert!(router.remove(connection(1), &SubId::new(b"a")));
         assert!(!router.remove(connection(1), &SubId::new(b"a")));
         assert!(router.is_empty());
+    }
+
+    fn filtered(text: &str) -> DeliveryOptions {
+        DeliveryOptions { timestamp: false, filter: Some(Filter::compile(text).unwrap()) }
+    }
+
+    fn route_payload(router: &mut Router, topic: &str, payload: &str) -> Vec<(u32, Vec<String>)> {
+        let mut out = Vec::new();
+        router.route(topic.as_bytes(), payload.as_bytes(), &MessageContext::default(), &mut out);
+        out.iter()
+            .map(|delivery| {
+                (delivery.connection.slot, delivery.sub_ids.iter().map(|id| id.to_string()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn filters_share_one_scan_and_select_per_subscription() {
+        let mut router = Router::new();
+        router.add(connection(1), SubId::new(b"big"), &exact("orders"), filtered("/qty > 100"));
+        router.add(connection(1), SubId::new(b"ibm"), &exact("orders"), filtered("/sym = 'IBM'"));
+        router.add(connection(2), SubId::new(b"all"), &exact("orders"), DeliveryOptions::default());
+        router.add(connection(3), SubId::new(b"pat"), &exact("^ord"), filtered("/sym IN ('MSFT')"));
+        assert_eq!(
+            route_payload(&mut router, "orders", r#"{"sym":"IBM","qty":500}"#),
+            [(1, vec!["big".into(), "ibm".into()]), (2, vec!["all".into()])]
+        );
+        assert_eq!(
+            route_payload(&mut router, "orders", r#"{"sym":"MSFT","qty":5}"#),
+            [(2, vec!["all".into()]), (3, vec!["pat".into()])]
+        );
+        // A payload the filters cannot read matches no filter, is counted, and still reaches
+        // the unfiltered subscription.
+        assert_eq!(route_payload(&mut router, "orders", "{not json"), [(2, vec!["all".into()])]);
+        assert_eq!(router.stats().malformed_payloads, 1);
+        // Removing a filtered subscription releases its paths; the others keep working.
+        assert!(router.remove(connection(1), &SubId::new(b"big")));
+        assert_eq!(
+            route_payload(&mut router, "orders", r#"{"sym":"IBM","qty":500}"#),
+            [(1, vec!["ibm".into()]), (2, vec!["all".into()])]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The message path's components, run together without the runtime, must allocate nothing per
-//! message once warm: receive buffer → header parse → session → router → outbound → sendmsg.
+//! message once warm: receive buffer → header parse → session → router (with a content filter)
+//! → outbound → sendmsg.
 //!
 //! This test binary's global allocator counts allocations per thread, so tests running in
 //! parallel on other threads do not disturb the count.
@@ -71,6 +72,10 @@ fn publish_to_send_allocates_nothing_per_message() {
         router.add(subscriber, SubId::new(id), &TopicSpec::parse(b"ticks").unwrap(), DeliveryOptions::default());
     }
     router.add(subscriber, SubId::new(b"all"), &TopicSpec::parse(b"^tick").unwrap(), DeliveryOptions::default());
+    // A content filter on the path: the topic's field table scans each payload once.
+    let filter = tachyon_core::filter::Filter::compile("/sym = 'IBM' AND /px > 100 AND /side IN ('B','S')").unwrap();
+    let filtered = DeliveryOptions { timestamp: false, filter: Some(filter) };
+    router.add(subscriber, SubId::new(b"ibm"), &TopicSpec::parse(b"ticks").unwrap(), filtered);
     let mut receive = ReceiveBuffer::new(64 * 1024);
     let mut outbound = Outbound::new(64 << 20);
     let mut deliveries = Vec::new();
@@ -98,7 +103,7 @@ fn publish_to_send_allocates_nothing_per_message() {
                     let context = MessageContext { topic: message.topic(), ..MessageContext::default() };
                     router.route(message.topic(), message.payload(), &context, &mut deliveries);
                     assert_eq!(deliveries.len(), 1);
-                    assert_eq!(deliveries[0].sub_ids.len(), 3);
+                    assert_eq!(deliveries[0].sub_ids.len(), 4);
                     for delivery in &deliveries {
                         outbound
                             .push_with_payload(
