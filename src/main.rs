@@ -73,7 +73,8 @@ fn main() {
 }
 
 fn init_logging(filter: &str) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("bad --log filter '{filter}'"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad --log filter '{filter}'"))?;
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -115,11 +116,13 @@ fn solo(args: SoloArgs) -> Result<i32> {
     let topology = Topology::discover();
     let request = PlacementRequest {
         shards: (config.runtime.shards > 0).then_some(config.runtime.shards),
-        cores: (!config.runtime.cores.is_empty()).then(|| config.runtime.cores.iter().copied().map(CoreId).collect()),
+        cores: (!config.runtime.cores.is_empty())
+            .then(|| config.runtime.cores.iter().copied().map(CoreId).collect()),
         nic: config.runtime.nic.clone(),
         reserve_control_core: true,
     };
-    let plan = tachyon_numa::plan(&topology, &request).context("cannot place the data-plane shards")?;
+    let plan =
+        tachyon_numa::plan(&topology, &request).context("cannot place the data-plane shards")?;
     plan.log();
     if let Some(core) = plan.control_plane {
         if let Err(error) = tachyon_numa::pin_current_thread(core) {

@@ -127,7 +127,9 @@ impl Default for Config {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        TransportConfig { amps_tcp: SocketAddr::from(([0, 0, 0, 0], 9007)) }
+        TransportConfig {
+            amps_tcp: SocketAddr::from(([0, 0, 0, 0], 9007)),
+        }
     }
 }
 
@@ -161,11 +163,19 @@ impl Default for LimitsConfig {
 impl Config {
     /// Reads a config file and resolves its relative paths against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), message: error.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
         if config.data_dir.is_relative() {
-            let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let folder = path
+                .parent()
+                .filter(|folder| !folder.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             config.data_dir = folder.join(&config.data_dir);
         }
         config.validate()?;
@@ -175,27 +185,55 @@ impl Config {
     /// Checks every bound; called by [`Config::load`] and by the binary after command-line overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
-        let range = |field, value: usize, rule| ConfigError::Range { field, value: value.to_string(), rule };
+        let range = |field, value: usize, rule| ConfigError::Range {
+            field,
+            value: value.to_string(),
+            rule,
+        };
         if !(1024..=1 << 30).contains(&limits.frame_bytes_max) {
-            return Err(range("limits.frame_bytes_max", limits.frame_bytes_max, "1 KiB ..= 1 GiB"));
+            return Err(range(
+                "limits.frame_bytes_max",
+                limits.frame_bytes_max,
+                "1 KiB ..= 1 GiB",
+            ));
         }
         if limits.receive_buffer_bytes < 4096 {
-            return Err(range("limits.receive_buffer_bytes", limits.receive_buffer_bytes, ">= 4096"));
+            return Err(range(
+                "limits.receive_buffer_bytes",
+                limits.receive_buffer_bytes,
+                ">= 4096",
+            ));
         }
         if limits.client_outbound_bytes_max < 64 * 1024 {
-            return Err(range("limits.client_outbound_bytes_max", limits.client_outbound_bytes_max, ">= 64 KiB"));
+            return Err(range(
+                "limits.client_outbound_bytes_max",
+                limits.client_outbound_bytes_max,
+                ">= 64 KiB",
+            ));
         }
         if limits.subscriptions_per_client_max == 0 {
             return Err(range("limits.subscriptions_per_client_max", 0, ">= 1"));
         }
         if limits.mesh_channel_depth < 16 {
-            return Err(range("limits.mesh_channel_depth", limits.mesh_channel_depth, ">= 16"));
+            return Err(range(
+                "limits.mesh_channel_depth",
+                limits.mesh_channel_depth,
+                ">= 16",
+            ));
         }
         if self.runtime.io_memory_bytes < 64 * 1024 {
-            return Err(range("runtime.io_memory_bytes", self.runtime.io_memory_bytes, ">= 64 KiB"));
+            return Err(range(
+                "runtime.io_memory_bytes",
+                self.runtime.io_memory_bytes,
+                ">= 64 KiB",
+            ));
         }
         if self.runtime.shards > 1024 {
-            return Err(range("runtime.shards", self.runtime.shards, "0 (auto) ..= 1024"));
+            return Err(range(
+                "runtime.shards",
+                self.runtime.shards,
+                "0 (auto) ..= 1024",
+            ));
         }
         Ok(())
     }
@@ -206,7 +244,11 @@ mod tests {
     use super::*;
 
     fn write(text: &str) -> (PathBuf, PathBuf) {
-        let folder = std::env::temp_dir().join(format!("tachyon-config-{}-{}", std::process::id(), text.len()));
+        let folder = std::env::temp_dir().join(format!(
+            "tachyon-config-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
         std::fs::create_dir_all(&folder).unwrap();
         let path = folder.join("tachyon.toml");
         std::fs::write(&path, text).unwrap();
@@ -215,11 +257,15 @@ mod tests {
 
     #[test]
     fn relative_data_dir_resolves_against_the_config_folder() {
-        let (folder, path) = write("data_dir = \"data\"\n[transport]\namps_tcp = \"127.0.0.1:19007\"\n");
+        let (folder, path) =
+            write("data_dir = \"data\"\n[transport]\namps_tcp = \"127.0.0.1:19007\"\n");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.data_dir, folder.join("data"));
         assert_eq!(config.transport.amps_tcp.port(), 19007);
-        assert_eq!(config.limits.frame_bytes_max, LimitsConfig::default().frame_bytes_max);
+        assert_eq!(
+            config.limits.frame_bytes_max,
+            LimitsConfig::default().frame_bytes_max
+        );
     }
 
     #[test]

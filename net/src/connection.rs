@@ -8,10 +8,10 @@
 //! line naming the client and the cause; it never affects another connection.
 
 use crate::notify::Notify;
-use crate::outbound::{Flushed, OverBudget, Outbound};
+use crate::outbound::{Flushed, Outbound, OverBudget};
+use crate::receive::ReceiveBuffer;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
-use crate::receive::ReceiveBuffer;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -24,7 +24,7 @@ use tachyon_core::ids::ConnectionId;
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
 use tachyon_core::protocol::reply::{self, Outcome};
-use tachyon_core::protocol::{parse_header, AckType};
+use tachyon_core::protocol::{parse_header, AckType, Header};
 use tachyon_core::router::Delivery;
 use tachyon_core::session::{AckTarget, Refusal, Request, Session, SessionLimits};
 use tracing::{debug, info, warn};
@@ -77,7 +77,10 @@ pub(crate) struct Connection {
 }
 
 fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl Connection {
@@ -96,7 +99,9 @@ impl Connection {
             return;
         }
         match &reason {
-            CloseReason::Shutdown => debug!(client = %self.name(), peer = %self.peer, "closing: {reason}"),
+            CloseReason::Shutdown => {
+                debug!(client = %self.name(), peer = %self.peer, "closing: {reason}")
+            }
             CloseReason::SlowConsumer(_) => {
                 ShardStats::add(&stats.slow_consumers_disconnected, 1);
                 warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
@@ -142,21 +147,7 @@ impl Connection {
         if self.is_closing() {
             return;
         }
-        let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
-        let payload = message.payload();
-        let pushed = self.outbound.borrow_mut().push_with_payload(
-            |buffer| {
-                reply::write_delivery_header(
-                    buffer,
-                    message.topic(),
-                    &delivery.sub_ids,
-                    message.correlation_id(),
-                    timestamp,
-                    payload.len(),
-                )
-            },
-            message.payload_bytes(),
-        );
+        let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message);
         self.after_push(shard, pushed);
     }
 
@@ -166,7 +157,9 @@ impl Connection {
             return;
         }
         if !self.logged_on.get() {
-            if now.duration_since(self.connected_at) > Duration::from_secs(shard.config.limits.logon_timeout_seconds) {
+            if now.duration_since(self.connected_at)
+                > Duration::from_secs(shard.config.limits.logon_timeout_seconds)
+            {
                 self.close(CloseReason::LogonTimeout, &shard.stats);
             }
             return;
@@ -186,9 +179,56 @@ impl Connection {
     }
 }
 
+/// Appends one delivery frame to an outbound queue: the header is written, the payload shared.
+pub(crate) fn queue_delivery(
+    outbound: &mut Outbound,
+    delivery: &Delivery,
+    message: &PublishedMessage,
+) -> Result<(), OverBudget> {
+    let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
+    let payload_bytes = message.payload().len();
+    outbound.push_with_payload(
+        |buffer| {
+            reply::write_delivery_header(
+                buffer,
+                message.topic(),
+                &delivery.sub_ids,
+                message.correlation_id(),
+                timestamp,
+                payload_bytes,
+            )
+        },
+        message.payload_bytes(),
+    )
+}
+
+/// Wraps a publish frame as a message: topic, correlation id and payload located by offset.
+pub(crate) fn published_message(frame: &Bytes, header: &Header<'_>) -> PublishedMessage {
+    let base = frame.as_ptr() as usize;
+    let range_of = |slice: &[u8]| {
+        let start = slice.as_ptr() as usize - base;
+        start..start + slice.len()
+    };
+    let topic = range_of(
+        header
+            .bytes(Key::Topic)
+            .expect("the session checked the topic"),
+    );
+    let correlation = header.bytes(Key::CorrelationId).map(range_of);
+    PublishedMessage::new(
+        frame.clone(),
+        topic,
+        correlation,
+        header.payload_offset,
+        unix_now_ns(),
+    )
+}
+
 /// Takes an accepted socket, registers the connection and runs its two tasks to completion.
 pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     if let Err(error) = stream.set_nodelay(true) {
         warn!(%peer, "cannot set TCP_NODELAY: {error}");
     }
@@ -253,7 +293,10 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
                         Ok(written) => connection.outbound.borrow_mut().consume(written),
                         Err(error) => {
                             debug!(client = %connection.name(), "write failed: {error}");
-                            connection.close(CloseReason::Protocol(format!("write failed: {error}")), &shard.stats);
+                            connection.close(
+                                CloseReason::Protocol(format!("write failed: {error}")),
+                                &shard.stats,
+                            );
                             break;
                         }
                     }
@@ -261,7 +304,8 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
                 Err(error) => {
                     debug!(client = %connection.name(), "send failed: {error}");
                     // A reset by the peer is an ordinary disconnect, not a protocol error.
-                    *connection.closing.borrow_mut() = Some(CloseReason::Protocol(format!("send failed: {error}")));
+                    *connection.closing.borrow_mut() =
+                        Some(CloseReason::Protocol(format!("send failed: {error}")));
                     break;
                 }
             }
@@ -319,8 +363,10 @@ async fn read_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tcp
 async fn finish(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Session) {
     // While the server stops, other shards may already be gone: their routers go with them.
     if !shard.shutdown.load(std::sync::atomic::Ordering::Acquire) {
-        let subscriptions: Vec<_> =
-            session.subscriptions().map(|(id, record)| (id.clone(), record.topic.clone())).collect();
+        let subscriptions: Vec<_> = session
+            .subscriptions()
+            .map(|(id, record)| (id.clone(), record.topic.clone()))
+            .collect();
         for (sub_id, topic) in subscriptions {
             shard.unsubscribe(connection.id, &sub_id, &topic).await;
         }
@@ -337,12 +383,19 @@ async fn finish(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Se
 }
 
 /// Carries out one frame. An `Err` is a protocol violation that closes the connection.
-async fn handle_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Session, frame: Bytes) -> Result<(), String> {
+async fn handle_frame(
+    shard: &Rc<Shard>,
+    connection: &Rc<Connection>,
+    session: &mut Session,
+    frame: Bytes,
+) -> Result<(), String> {
     let header = parse_header(&frame).map_err(|error| format!("unreadable header: {error}"))?;
     let target = AckTarget::from_header(&header);
     for early in [AckType::Received, AckType::Parsed] {
         if target.acks.contains(early) {
-            connection.send_inline(shard, |buffer| reply::write_ack(buffer, early, &target, Outcome::Success));
+            connection.send_inline(shard, |buffer| {
+                reply::write_ack(buffer, early, &target, Outcome::Success)
+            });
         }
     }
     let request = match session.handle(&header) {
@@ -358,49 +411,63 @@ async fn handle_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &
             info!(client = %name, peer = %connection.peer, user = session.user_id().unwrap_or(""), "logged on");
             *connection.name.borrow_mut() = name.clone();
             connection.logged_on.set(true);
-            connection.send_inline(shard, |buffer| reply::write_logon_ack(buffer, &target, &name, 0));
+            connection.send_inline(shard, |buffer| {
+                reply::write_logon_ack(buffer, &target, &name, 0)
+            });
             return Ok(());
         }
         Request::Publish => {
-            let topic = header.bytes(Key::Topic).expect("session checked the topic");
-            let base = frame.as_ptr() as usize;
-            let range_of = |slice: &[u8]| {
-                let start = slice.as_ptr() as usize - base;
-                start..start + slice.len()
-            };
-            let topic_range = range_of(topic);
-            let correlation = header.bytes(Key::CorrelationId).map(range_of);
-            let payload_offset = header.payload_offset;
-            let message = PublishedMessage::new(frame.clone(), topic_range, correlation, payload_offset, unix_now_ns());
             ShardStats::add(&shard.stats.messages_published, 1);
-            shard.publish(message).await;
+            shard.publish(published_message(&frame, &header)).await;
         }
-        Request::Subscribe { sub_id, record, previous } => {
+        Request::Subscribe {
+            sub_id,
+            record,
+            previous,
+        } => {
             if let Some(previous) = previous {
-                shard.unsubscribe(connection.id, &sub_id, &previous.topic).await;
+                shard
+                    .unsubscribe(connection.id, &sub_id, &previous.topic)
+                    .await;
             }
-            shard.subscribe(connection.id, &sub_id, &record.topic, &record.options, record.paused).await;
+            shard
+                .subscribe(
+                    connection.id,
+                    &sub_id,
+                    &record.topic,
+                    &record.options,
+                    record.paused,
+                )
+                .await;
             debug!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), "subscribed");
         }
         Request::Unsubscribe(removed) => {
             for (sub_id, record) in removed {
-                shard.unsubscribe(connection.id, &sub_id, &record.topic).await;
+                shard
+                    .unsubscribe(connection.id, &sub_id, &record.topic)
+                    .await;
             }
         }
         Request::Pause(targets, paused) => {
             for (sub_id, record) in targets {
-                shard.pause(connection.id, &sub_id, &record.topic, paused).await;
+                shard
+                    .pause(connection.id, &sub_id, &record.topic, paused)
+                    .await;
             }
         }
         Request::Flush => shard.barrier().await,
         Request::HeartbeatStart { interval_seconds } => {
-            connection.heartbeat_interval.set(Some(Duration::from_secs(interval_seconds)));
+            connection
+                .heartbeat_interval
+                .set(Some(Duration::from_secs(interval_seconds)));
         }
         Request::Beat => {}
     }
     for ack in [AckType::Processed, AckType::Completed, AckType::Stats] {
         if target.acks.contains(ack) {
-            connection.send_inline(shard, |buffer| reply::write_ack(buffer, ack, &target, Outcome::Success));
+            connection.send_inline(shard, |buffer| {
+                reply::write_ack(buffer, ack, &target, Outcome::Success)
+            });
         }
     }
     Ok(())
@@ -411,12 +478,17 @@ async fn handle_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &
 /// ack that will never come; and logs it.
 fn refuse(shard: &Shard, connection: &Connection, target: &AckTarget<'_>, refusal: &Refusal) {
     ShardStats::add(&shard.stats.commands_refused, 1);
-    let command = target.command.map(|command| command.as_str()).unwrap_or("?");
+    let command = target
+        .command
+        .map(|command| command.as_str())
+        .unwrap_or("?");
     warn!(client = %connection.name(), command, "refused: {refusal}");
     let acks = target.acks.with(AckType::Processed);
     for ack in [AckType::Processed, AckType::Completed, AckType::Stats] {
         if acks.contains(ack) {
-            connection.send_inline(shard, |buffer| reply::write_ack(buffer, ack, target, Outcome::Failure(refusal)));
+            connection.send_inline(shard, |buffer| {
+                reply::write_ack(buffer, ack, target, Outcome::Failure(refusal))
+            });
         }
     }
 }

@@ -14,7 +14,7 @@
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use tachyon_core::ids::{ConnectionId, ShardId, SubId};
 use tachyon_core::message::PublishedMessage;
-use tachyon_core::router::{DeliveryOptions, Delivery};
+use tachyon_core::router::{Delivery, DeliveryOptions};
 use tachyon_core::topic::TopicSpec;
 
 /// A token that pairs a reply with the request that waits for it.
@@ -25,7 +25,10 @@ pub(crate) enum PublishLane {
     /// Route this message (the receiving shard owns its topic).
     Publish(PublishedMessage),
     /// Reply once everything sent before this has been routed.
-    Barrier { reply_to: ShardId, token: ReplyToken },
+    Barrier {
+        reply_to: ShardId,
+        token: ReplyToken,
+    },
 }
 
 /// Control lane traffic.
@@ -40,15 +43,25 @@ pub(crate) enum ControlLane {
         token: ReplyToken,
     },
     /// Remove a subscription.
-    Unsubscribe { connection: ConnectionId, sub_id: SubId },
+    Unsubscribe {
+        connection: ConnectionId,
+        sub_id: SubId,
+    },
     /// Pause or resume a subscription.
-    Pause { connection: ConnectionId, sub_id: SubId, paused: bool },
+    Pause {
+        connection: ConnectionId,
+        sub_id: SubId,
+        paused: bool,
+    },
 }
 
 /// Delivery lane traffic.
 pub(crate) enum DeliveryLane {
     /// Send `message` to one local connection.
-    Deliver { delivery: Delivery, message: PublishedMessage },
+    Deliver {
+        delivery: Delivery,
+        message: PublishedMessage,
+    },
     /// A request with this token was carried out.
     Reply { token: ReplyToken },
 }
@@ -90,10 +103,22 @@ impl MeshBuilders {
     pub(crate) async fn join(self) -> (LaneSenders, LaneReceivers) {
         let publish = self.publish.join().await.expect("joining the publish lane");
         let control = self.control.join().await.expect("joining the control lane");
-        let delivery = self.delivery.join().await.expect("joining the delivery lane");
+        let delivery = self
+            .delivery
+            .join()
+            .await
+            .expect("joining the delivery lane");
         (
-            LaneSenders { publish: publish.0, control: control.0, delivery: delivery.0 },
-            LaneReceivers { publish: publish.1, control: control.1, delivery: delivery.1 },
+            LaneSenders {
+                publish: publish.0,
+                control: control.0,
+                delivery: delivery.0,
+            },
+            LaneReceivers {
+                publish: publish.1,
+                control: control.1,
+                delivery: delivery.1,
+            },
         )
     }
 }

@@ -82,7 +82,11 @@ impl Outbound {
 
     fn check_budget(&self, frame_bytes: usize) -> Result<(), OverBudget> {
         if self.queued_bytes + frame_bytes > self.budget_bytes {
-            return Err(OverBudget { queued_bytes: self.queued_bytes, frame_bytes, budget_bytes: self.budget_bytes });
+            return Err(OverBudget {
+                queued_bytes: self.queued_bytes,
+                frame_bytes,
+                budget_bytes: self.budget_bytes,
+            });
         }
         Ok(())
     }
@@ -96,7 +100,10 @@ impl Outbound {
     }
 
     /// Queues a frame written entirely by `write` (which appends the whole frame, prefix included).
-    pub(crate) fn push_inline(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), OverBudget> {
+    pub(crate) fn push_inline(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), OverBudget> {
         let start = self.headers.len();
         write(&mut self.headers);
         let frame_bytes = self.headers.len() - start;
@@ -110,7 +117,11 @@ impl Outbound {
     }
 
     /// Queues a frame whose prefix and header `write` appends, followed by a shared payload.
-    pub(crate) fn push_with_payload(&mut self, write: impl FnOnce(&mut Vec<u8>), payload: Bytes) -> Result<(), OverBudget> {
+    pub(crate) fn push_with_payload(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+        payload: Bytes,
+    ) -> Result<(), OverBudget> {
         let start = self.headers.len();
         write(&mut self.headers);
         let frame_bytes = self.headers.len() - start + payload.len();
@@ -177,13 +188,20 @@ impl Outbound {
                 Segment::Shared(bytes) if index == 0 => &bytes[self.front_sent..],
                 Segment::Shared(bytes) => bytes,
             };
-            self.iovecs.push(libc::iovec { iov_base: piece.as_ptr() as *mut libc::c_void, iov_len: piece.len() });
+            self.iovecs.push(libc::iovec {
+                iov_base: piece.as_ptr() as *mut libc::c_void,
+                iov_len: piece.len(),
+            });
         }
     }
 
     /// Marks `sent` bytes from the front as sent.
     pub(crate) fn consume(&mut self, mut sent: usize) {
-        assert!(sent <= self.queued_bytes, "sent {sent} bytes but only {} were queued", self.queued_bytes);
+        assert!(
+            sent <= self.queued_bytes,
+            "sent {sent} bytes but only {} were queued",
+            self.queued_bytes
+        );
         self.queued_bytes -= sent;
         while sent > 0 {
             let remaining = match self.segments.front().expect("bytes sent beyond the queue") {
@@ -227,7 +245,10 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
 
-    fn pair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+    fn pair() -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
         std::os::unix::net::UnixStream::pair().unwrap()
     }
 
@@ -235,10 +256,19 @@ mod tests {
     fn frames_go_out_in_order_with_shared_payloads() {
         let (writer, mut reader) = pair();
         let mut outbound = Outbound::new(1 << 20);
-        outbound.push_inline(|buffer| buffer.extend_from_slice(b"ack1|")).unwrap();
+        outbound
+            .push_inline(|buffer| buffer.extend_from_slice(b"ack1|"))
+            .unwrap();
         let payload = Bytes::from_static(b"PAYLOAD");
-        outbound.push_with_payload(|buffer| buffer.extend_from_slice(b"hdr|"), payload.slice(1..4)).unwrap();
-        outbound.push_inline(|buffer| buffer.extend_from_slice(b"|ack2")).unwrap();
+        outbound
+            .push_with_payload(
+                |buffer| buffer.extend_from_slice(b"hdr|"),
+                payload.slice(1..4),
+            )
+            .unwrap();
+        outbound
+            .push_inline(|buffer| buffer.extend_from_slice(b"|ack2"))
+            .unwrap();
         assert_eq!(outbound.queued_bytes(), 5 + 4 + 3 + 5);
         assert_eq!(outbound.flush(writer.as_raw_fd()).unwrap(), Flushed::All);
         assert!(outbound.is_empty());
@@ -250,9 +280,23 @@ mod tests {
     #[test]
     fn budget_refuses_and_leaves_the_queue_intact() {
         let mut outbound = Outbound::new(10);
-        outbound.push_inline(|buffer| buffer.extend_from_slice(b"12345678")).unwrap();
-        let over = outbound.push_with_payload(|buffer| buffer.extend_from_slice(b"h"), Bytes::from_static(b"xx")).unwrap_err();
-        assert_eq!(over, OverBudget { queued_bytes: 8, frame_bytes: 3, budget_bytes: 10 });
+        outbound
+            .push_inline(|buffer| buffer.extend_from_slice(b"12345678"))
+            .unwrap();
+        let over = outbound
+            .push_with_payload(
+                |buffer| buffer.extend_from_slice(b"h"),
+                Bytes::from_static(b"xx"),
+            )
+            .unwrap_err();
+        assert_eq!(
+            over,
+            OverBudget {
+                queued_bytes: 8,
+                frame_bytes: 3,
+                budget_bytes: 10
+            }
+        );
         assert_eq!(outbound.queued_bytes(), 8);
         assert_eq!(outbound.front(), b"12345678");
     }
@@ -260,8 +304,15 @@ mod tests {
     #[test]
     fn partial_sends_resume_mid_segment() {
         let mut outbound = Outbound::new(1 << 20);
-        outbound.push_with_payload(|buffer| buffer.extend_from_slice(b"abc"), Bytes::from_static(b"defg")).unwrap();
-        outbound.push_inline(|buffer| buffer.extend_from_slice(b"hi")).unwrap();
+        outbound
+            .push_with_payload(
+                |buffer| buffer.extend_from_slice(b"abc"),
+                Bytes::from_static(b"defg"),
+            )
+            .unwrap();
+        outbound
+            .push_inline(|buffer| buffer.extend_from_slice(b"hi"))
+            .unwrap();
         outbound.consume(2);
         assert_eq!(outbound.front(), b"c");
         outbound.consume(3);
@@ -278,9 +329,14 @@ mod tests {
         let mut outbound = Outbound::new(64 << 20);
         let payload = Bytes::from(vec![7u8; 1 << 20]);
         for _ in 0..8 {
-            outbound.push_with_payload(|buffer| buffer.extend_from_slice(b"h"), payload.clone()).unwrap();
+            outbound
+                .push_with_payload(|buffer| buffer.extend_from_slice(b"h"), payload.clone())
+                .unwrap();
         }
-        assert_eq!(outbound.flush(writer.as_raw_fd()).unwrap(), Flushed::WouldBlock);
+        assert_eq!(
+            outbound.flush(writer.as_raw_fd()).unwrap(),
+            Flushed::WouldBlock
+        );
         let left = outbound.queued_bytes();
         assert!(left > 0 && left < 8 * ((1 << 20) + 1));
         let mut drained = vec![0; (8 * ((1 << 20) + 1)) - left];

@@ -5,6 +5,7 @@
 //! This test binary's global allocator counts allocations per thread, so tests running in
 //! parallel on other threads do not disturb the count.
 
+use crate::connection::{published_message, queue_delivery};
 use crate::outbound::{Flushed, Outbound};
 use crate::receive::ReceiveBuffer;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -14,9 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use tachyon_core::filter::MessageContext;
 use tachyon_core::ids::{ConnectionId, ShardId, SubId};
-use tachyon_core::message::PublishedMessage;
-use tachyon_core::protocol::keys::Key;
-use tachyon_core::protocol::{parse_header, reply};
+use tachyon_core::protocol::parse_header;
 use tachyon_core::router::{DeliveryOptions, Router};
 use tachyon_core::session::{Request, Session, SessionLimits};
 use tachyon_core::topic::TopicSpec;
@@ -53,7 +52,9 @@ fn allocations() -> u64 {
 }
 
 fn frame(header: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = ((header.len() + payload.len()) as u32).to_be_bytes().to_vec();
+    let mut out = ((header.len() + payload.len()) as u32)
+        .to_be_bytes()
+        .to_vec();
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(payload);
     out
@@ -65,17 +66,43 @@ fn publish_to_send_allocates_nothing_per_message() {
     let (server_out, mut subscriber_side) = UnixStream::pair().unwrap();
     server_in.set_nonblocking(true).unwrap();
     let mut session = Session::new(SessionLimits::default());
-    session.handle(&parse_header(br#"{"c":"logon","cid":"1","client_name":"p"}"#).unwrap()).unwrap();
+    session
+        .handle(&parse_header(br#"{"c":"logon","cid":"1","client_name":"p"}"#).unwrap())
+        .unwrap();
     let mut router = Router::new();
-    let subscriber = ConnectionId { shard: ShardId(0), slot: 1, generation: 1 };
+    let subscriber = ConnectionId {
+        shard: ShardId(0),
+        slot: 1,
+        generation: 1,
+    };
     for id in [&b"s1"[..], b"s2"] {
-        router.add(subscriber, SubId::new(id), &TopicSpec::parse(b"ticks").unwrap(), DeliveryOptions::default());
+        router.add(
+            subscriber,
+            SubId::new(id),
+            &TopicSpec::parse(b"ticks").unwrap(),
+            DeliveryOptions::default(),
+        );
     }
-    router.add(subscriber, SubId::new(b"all"), &TopicSpec::parse(b"^tick").unwrap(), DeliveryOptions::default());
+    router.add(
+        subscriber,
+        SubId::new(b"all"),
+        &TopicSpec::parse(b"^tick").unwrap(),
+        DeliveryOptions::default(),
+    );
     // A content filter on the path: the topic's field table scans each payload once.
-    let filter = tachyon_core::filter::Filter::compile("/sym = 'IBM' AND /px > 100 AND /side IN ('B','S')").unwrap();
-    let filtered = DeliveryOptions { timestamp: false, filter: Some(filter) };
-    router.add(subscriber, SubId::new(b"ibm"), &TopicSpec::parse(b"ticks").unwrap(), filtered);
+    let filter =
+        tachyon_core::filter::Filter::compile("/sym = 'IBM' AND /px > 100 AND /side IN ('B','S')")
+            .unwrap();
+    let filtered = DeliveryOptions {
+        timestamp: false,
+        filter: Some(filter),
+    };
+    router.add(
+        subscriber,
+        SubId::new(b"ibm"),
+        &TopicSpec::parse(b"ticks").unwrap(),
+        filtered,
+    );
     let mut receive = ReceiveBuffer::new(64 * 1024);
     let mut outbound = Outbound::new(64 << 20);
     let mut deliveries = Vec::new();
@@ -95,35 +122,28 @@ fn publish_to_send_allocates_nothing_per_message() {
                 while let Some(frame) = receive.next_frame(1 << 20).unwrap() {
                     let header = parse_header(&frame).unwrap();
                     assert!(matches!(session.handle(&header), Ok(Request::Publish)));
-                    let base = frame.as_ptr() as usize;
-                    let range = |slice: &[u8]| (slice.as_ptr() as usize - base)..(slice.as_ptr() as usize - base + slice.len());
-                    let topic = range(header.bytes(Key::Topic).unwrap());
-                    let correlation = header.bytes(Key::CorrelationId).map(range);
-                    let message = PublishedMessage::new(frame.clone(), topic, correlation, header.payload_offset, 0);
-                    let context = MessageContext { topic: message.topic(), ..MessageContext::default() };
-                    router.route(message.topic(), message.payload(), &context, &mut deliveries);
+                    let message = published_message(&frame, &header);
+                    let context = MessageContext {
+                        topic: message.topic(),
+                        ..MessageContext::default()
+                    };
+                    router.route(
+                        message.topic(),
+                        message.payload(),
+                        &context,
+                        &mut deliveries,
+                    );
                     assert_eq!(deliveries.len(), 1);
                     assert_eq!(deliveries[0].sub_ids.len(), 4);
                     for delivery in &deliveries {
-                        outbound
-                            .push_with_payload(
-                                |buffer| {
-                                    reply::write_delivery_header(
-                                        buffer,
-                                        message.topic(),
-                                        &delivery.sub_ids,
-                                        message.correlation_id(),
-                                        None,
-                                        message.payload().len(),
-                                    )
-                                },
-                                message.payload_bytes(),
-                            )
-                            .unwrap();
+                        queue_delivery(&mut outbound, delivery, &message).unwrap();
                         delivered += 1;
                     }
                 }
-                assert_eq!(outbound.flush(server_out.as_raw_fd()).unwrap(), Flushed::All);
+                assert_eq!(
+                    outbound.flush(server_out.as_raw_fd()).unwrap(),
+                    Flushed::All
+                );
                 while subscriber_side.read(&mut drained).unwrap() == drained.len() {}
             }
         }
@@ -134,5 +154,8 @@ fn publish_to_send_allocates_nothing_per_message() {
     let delivered = run(200);
     let allocated = allocations() - before;
     assert_eq!(delivered, 20_000);
-    assert_eq!(allocated, 0, "{allocated} allocations for {delivered} messages");
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations for {delivered} messages"
+    );
 }

@@ -28,8 +28,12 @@ const POOLED_BUFFERS_MAX: usize = 4;
 impl ReceiveBuffer {
     /// A buffer that grows `chunk_bytes` at a time.
     pub(crate) fn new(chunk_bytes: usize) -> ReceiveBuffer {
-        let mut receive =
-            ReceiveBuffer { bytes: BytesMut::new(), filled: 0, chunk_bytes, pool: Vec::with_capacity(POOLED_BUFFERS_MAX + 1) };
+        let mut receive = ReceiveBuffer {
+            bytes: BytesMut::new(),
+            filled: 0,
+            chunk_bytes,
+            pool: Vec::with_capacity(POOLED_BUFFERS_MAX + 1),
+        };
         receive.grow(chunk_bytes);
         receive
     }
@@ -60,7 +64,10 @@ impl ReceiveBuffer {
 
     /// Records that `count` bytes were read into [`ReceiveBuffer::spare`].
     pub(crate) fn filled(&mut self, count: usize) {
-        assert!(self.filled + count <= self.bytes.len(), "read past the spare room");
+        assert!(
+            self.filled + count <= self.bytes.len(),
+            "read past the spare room"
+        );
         self.filled += count;
     }
 
@@ -73,7 +80,10 @@ impl ReceiveBuffer {
     }
 
     /// The next complete frame without its length prefix, if one has arrived.
-    pub(crate) fn next_frame(&mut self, frame_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+    pub(crate) fn next_frame(
+        &mut self,
+        frame_bytes_max: usize,
+    ) -> Result<Option<Bytes>, FrameError> {
         match cut_frame(&self.bytes[..self.filled], frame_bytes_max)? {
             Some(length) => {
                 let mut frame = self.bytes.split_to(FRAME_LENGTH_BYTES + length);
@@ -83,7 +93,8 @@ impl ReceiveBuffer {
             }
             None => {
                 // A frame larger than the room left: make room for all of it now.
-                if let Some(prefix) = self.bytes[..self.filled].first_chunk::<FRAME_LENGTH_BYTES>() {
+                if let Some(prefix) = self.bytes[..self.filled].first_chunk::<FRAME_LENGTH_BYTES>()
+                {
                     let needed = FRAME_LENGTH_BYTES + u32::from_be_bytes(*prefix) as usize;
                     if needed > self.bytes.len() {
                         self.grow(needed - self.filled);

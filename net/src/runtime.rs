@@ -83,9 +83,16 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
 
 /// Resolves the address the shards will share, failing if another process holds the port.
 fn probe_address(address: SocketAddr) -> Result<SocketAddr, StartError> {
-    let probe = std::net::TcpListener::bind(address)
-        .map_err(|source| StartError::Bind { address, hint: bind_hint(&source), source })?;
-    let resolved = probe.local_addr().map_err(|source| StartError::Bind { address, hint: "", source })?;
+    let probe = std::net::TcpListener::bind(address).map_err(|source| StartError::Bind {
+        address,
+        hint: bind_hint(&source),
+        source,
+    })?;
+    let resolved = probe.local_addr().map_err(|source| StartError::Bind {
+        address,
+        hint: "",
+        source,
+    })?;
     drop(probe);
     Ok(resolved)
 }
@@ -97,7 +104,8 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
     let shard_count = plan.shards.len();
     assert!(shard_count >= 1, "a placement plan always has a shard");
     let shutdown = Arc::new(AtomicBool::new(false));
-    let meshes = (shard_count > 1).then(|| MeshBuilders::new(shard_count, config.limits.mesh_channel_depth));
+    let meshes =
+        (shard_count > 1).then(|| MeshBuilders::new(shard_count, config.limits.mesh_channel_depth));
     let (ready_sender, ready_receiver) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut handles = Vec::with_capacity(shard_count);
     let mut stats = Vec::with_capacity(shard_count);
@@ -122,7 +130,17 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
                 warn!(shard = index, "running unpinned: {error}");
             }
             let id = ShardId(index as u16);
-            run_shard(id, shard_count, shard_config, shard_stats, shard_shutdown, meshes, address, ready).await;
+            run_shard(
+                id,
+                shard_count,
+                shard_config,
+                shard_stats,
+                shard_shutdown,
+                meshes,
+                address,
+                ready,
+            )
+            .await;
         });
         match spawned {
             Ok(handle) => handles.push(handle),
@@ -140,7 +158,12 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         }
     }
     drop(ready_sender);
-    let server = RunningServer { handles, shutdown, amps_address: address, stats };
+    let server = RunningServer {
+        handles,
+        shutdown,
+        amps_address: address,
+        stats,
+    };
     for _ in 0..shard_count {
         match ready_receiver.recv() {
             Ok((_, Ok(()))) => {}
@@ -150,7 +173,10 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
             }
             Err(_) => {
                 server.stop();
-                return Err(StartError::Shard { shard: 0, message: "a shard exited before reporting".into() });
+                return Err(StartError::Shard {
+                    shard: 0,
+                    message: "a shard exited before reporting".into(),
+                });
             }
         }
     }
@@ -168,7 +194,10 @@ impl RunningServer {
             }
         }
         let total = |counter: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
-            self.stats.iter().map(|stats| ShardStats::get(counter(stats))).sum::<u64>()
+            self.stats
+                .iter()
+                .map(|stats| ShardStats::get(counter(stats)))
+                .sum::<u64>()
         };
         info!(
             connections = total(|stats| &stats.connections_accepted),
@@ -202,19 +231,33 @@ async fn run_shard(
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
         Err(error) => {
-            let _ = ready.send((id.index(), Err(format!("binding {address} with SO_REUSEPORT: {error}"))));
+            let _ = ready.send((
+                id.index(),
+                Err(format!("binding {address} with SO_REUSEPORT: {error}")),
+            ));
             return;
         }
     };
     let (lanes, mut receivers) = match meshes {
         Some(meshes) => {
             let (senders, receivers) = meshes.join().await;
-            assert_eq!(senders.publish.peer_id(), id.index(), "mesh peer ids follow shard order");
+            assert_eq!(
+                senders.publish.peer_id(),
+                id.index(),
+                "mesh peer ids follow shard order"
+            );
             (Some(senders), Some(receivers))
         }
         None => (None, None),
     };
-    let shard = Rc::new(Shard::new(id, shard_count, config, stats, shutdown.clone(), lanes));
+    let shard = Rc::new(Shard::new(
+        id,
+        shard_count,
+        config,
+        stats,
+        shutdown.clone(),
+        lanes,
+    ));
     if let Some(receivers) = receivers.as_mut() {
         shard.serve_lanes(receivers);
     }

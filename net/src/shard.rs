@@ -91,7 +91,9 @@ impl Shard {
         match (topic, self.config.runtime.topic_routing) {
             (TopicSpec::Exact(name), _) => vec![self.owner_of(name)],
             (TopicSpec::Pattern(_), TopicRouting::Ordered) => vec![ShardId(0)],
-            (TopicSpec::Pattern(_), TopicRouting::Hashed) => (0..self.shard_count as u16).map(ShardId).collect(),
+            (TopicSpec::Pattern(_), TopicRouting::Hashed) => {
+                (0..self.shard_count as u16).map(ShardId).collect()
+            }
         }
     }
 
@@ -102,21 +104,35 @@ impl Shard {
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(slot) => slot,
             None => {
-                slots.push(Slot { generation: 0, connection: None });
+                slots.push(Slot {
+                    generation: 0,
+                    connection: None,
+                });
                 (slots.len() - 1) as u32
             }
         };
         let entry = &mut slots[slot as usize];
         entry.generation = entry.generation.wrapping_add(1);
-        ConnectionId { shard: self.id, slot, generation: entry.generation }
+        ConnectionId {
+            shard: self.id,
+            slot,
+            generation: entry.generation,
+        }
     }
 
     pub(crate) fn install(&self, connection: Rc<Connection>) {
         let id = connection.id;
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[id.slot as usize];
-        assert_eq!(slot.generation, id.generation, "installing a connection into a reused slot");
-        assert!(slot.connection.is_none(), "slot {} already holds a connection", id.slot);
+        assert_eq!(
+            slot.generation, id.generation,
+            "installing a connection into a reused slot"
+        );
+        assert!(
+            slot.connection.is_none(),
+            "slot {} already holds a connection",
+            id.slot
+        );
         slot.connection = Some(connection);
     }
 
@@ -129,14 +145,24 @@ impl Shard {
     }
 
     pub(crate) fn connection(&self, id: ConnectionId) -> Option<Rc<Connection>> {
-        assert_eq!(id.shard, self.id, "connection {id} looked up on {}", self.id);
+        assert_eq!(
+            id.shard, self.id,
+            "connection {id} looked up on {}",
+            self.id
+        );
         let slots = self.slots.borrow();
         let slot = slots.get(id.slot as usize)?;
-        (slot.generation == id.generation).then(|| slot.connection.clone()).flatten()
+        (slot.generation == id.generation)
+            .then(|| slot.connection.clone())
+            .flatten()
     }
 
     pub(crate) fn connections(&self) -> Vec<Rc<Connection>> {
-        self.slots.borrow().iter().filter_map(|slot| slot.connection.clone()).collect()
+        self.slots
+            .borrow()
+            .iter()
+            .filter_map(|slot| slot.connection.clone())
+            .collect()
     }
 
     // ---- publishing -------------------------------------------------------------------------
@@ -149,7 +175,12 @@ impl Shard {
             return;
         }
         let lanes = self.lanes.as_ref().expect("several shards have lanes");
-        if lanes.publish.send_to(owner.index(), PublishLane::Publish(message)).await.is_err() {
+        if lanes
+            .publish
+            .send_to(owner.index(), PublishLane::Publish(message))
+            .await
+            .is_err()
+        {
             warn!(shard = %self.id, owner = %owner, "owner shard has stopped; message dropped during shutdown");
         }
     }
@@ -165,7 +196,12 @@ impl Shard {
                 correlation_id: message.correlation_id(),
                 ..MessageContext::default()
             };
-            self.router.borrow_mut().route(message.topic(), message.payload(), &context, &mut deliveries);
+            self.router.borrow_mut().route(
+                message.topic(),
+                message.payload(),
+                &context,
+                &mut deliveries,
+            );
         }
         for delivery in deliveries.drain(..) {
             if delivery.connection.shard == self.id {
@@ -174,7 +210,10 @@ impl Shard {
             }
             let lanes = self.lanes.as_ref().expect("remote deliveries need lanes");
             let shard = delivery.connection.shard.index();
-            let lane = DeliveryLane::Deliver { delivery, message: message.clone() };
+            let lane = DeliveryLane::Deliver {
+                delivery,
+                message: message.clone(),
+            };
             if lanes.delivery.send_to(shard, lane).await.is_err() {
                 warn!(shard = %self.id, to = shard, "subscriber shard has stopped; delivery dropped during shutdown");
             }
@@ -228,27 +267,47 @@ impl Shard {
     }
 
     /// Removes a subscription from every place it lives (no reply needed: lanes keep order).
-    pub(crate) async fn unsubscribe(&self, connection: ConnectionId, sub_id: &SubId, topic: &TopicSpec) {
+    pub(crate) async fn unsubscribe(
+        &self,
+        connection: ConnectionId,
+        sub_id: &SubId,
+        topic: &TopicSpec,
+    ) {
         for place in self.places_of(topic) {
             if place == self.id {
                 self.router.borrow_mut().remove(connection, sub_id);
                 continue;
             }
             let lanes = self.lanes.as_ref().expect("remote places need lanes");
-            let request = ControlLane::Unsubscribe { connection, sub_id: sub_id.clone() };
+            let request = ControlLane::Unsubscribe {
+                connection,
+                sub_id: sub_id.clone(),
+            };
             let _ = lanes.control.send_to(place.index(), request).await;
         }
     }
 
     /// Pauses or resumes a subscription everywhere it lives.
-    pub(crate) async fn pause(&self, connection: ConnectionId, sub_id: &SubId, topic: &TopicSpec, paused: bool) {
+    pub(crate) async fn pause(
+        &self,
+        connection: ConnectionId,
+        sub_id: &SubId,
+        topic: &TopicSpec,
+        paused: bool,
+    ) {
         for place in self.places_of(topic) {
             if place == self.id {
-                self.router.borrow_mut().set_paused(connection, sub_id, paused);
+                self.router
+                    .borrow_mut()
+                    .set_paused(connection, sub_id, paused);
                 continue;
             }
             let lanes = self.lanes.as_ref().expect("remote places need lanes");
-            let request = ControlLane::Pause { connection, sub_id: sub_id.clone(), paused };
+            let request = ControlLane::Pause {
+                connection,
+                sub_id: sub_id.clone(),
+                paused,
+            };
             let _ = lanes.control.send_to(place.index(), request).await;
         }
     }
@@ -260,7 +319,18 @@ impl Shard {
         };
         let token = self.new_token(self.shard_count - 1);
         for shard in (0..self.shard_count).filter(|&shard| shard != self.id.index()) {
-            if lanes.publish.send_to(shard, PublishLane::Barrier { reply_to: self.id, token }).await.is_err() {
+            if lanes
+                .publish
+                .send_to(
+                    shard,
+                    PublishLane::Barrier {
+                        reply_to: self.id,
+                        token,
+                    },
+                )
+                .await
+                .is_err()
+            {
                 self.reply_arrived(token);
             }
         }
@@ -273,7 +343,13 @@ impl Shard {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         if expected > 0 {
-            self.pending_replies.borrow_mut().insert(token, PendingReply { remaining: expected, waker: None });
+            self.pending_replies.borrow_mut().insert(
+                token,
+                PendingReply {
+                    remaining: expected,
+                    waker: None,
+                },
+            );
         }
         token
     }
@@ -310,7 +386,10 @@ impl Shard {
                         PublishLane::Barrier { reply_to, token } => {
                             assert_eq!(reply_to.index(), peer);
                             let lanes = shard.lanes.as_ref().expect("lanes");
-                            let _ = lanes.delivery.send_to(reply_to.index(), DeliveryLane::Reply { token }).await;
+                            let _ = lanes
+                                .delivery
+                                .send_to(reply_to.index(), DeliveryLane::Reply { token })
+                                .await;
                         }
                     }
                 }
@@ -322,20 +401,37 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(item) = receiver.recv().await {
                     match item {
-                        ControlLane::Subscribe { connection, sub_id, topic, options, paused, token } => {
+                        ControlLane::Subscribe {
+                            connection,
+                            sub_id,
+                            topic,
+                            options,
+                            paused,
+                            token,
+                        } => {
                             {
                                 let mut router = shard.router.borrow_mut();
                                 router.add(connection, sub_id.clone(), &topic, options);
                                 router.set_paused(connection, &sub_id, paused);
                             }
                             let lanes = shard.lanes.as_ref().expect("lanes");
-                            let _ = lanes.delivery.send_to(peer, DeliveryLane::Reply { token }).await;
+                            let _ = lanes
+                                .delivery
+                                .send_to(peer, DeliveryLane::Reply { token })
+                                .await;
                         }
                         ControlLane::Unsubscribe { connection, sub_id } => {
                             shard.router.borrow_mut().remove(connection, &sub_id);
                         }
-                        ControlLane::Pause { connection, sub_id, paused } => {
-                            shard.router.borrow_mut().set_paused(connection, &sub_id, paused);
+                        ControlLane::Pause {
+                            connection,
+                            sub_id,
+                            paused,
+                        } => {
+                            shard
+                                .router
+                                .borrow_mut()
+                                .set_paused(connection, &sub_id, paused);
                         }
                     }
                 }
@@ -347,7 +443,9 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(item) = receiver.recv().await {
                     match item {
-                        DeliveryLane::Deliver { delivery, message } => shard.deliver_local(&delivery, &message),
+                        DeliveryLane::Deliver { delivery, message } => {
+                            shard.deliver_local(&delivery, &message)
+                        }
                         DeliveryLane::Reply { token } => shard.reply_arrived(token),
                     }
                 }

@@ -37,7 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn frame(header: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = ((header.len() + payload.len()) as u32).to_be_bytes().to_vec();
+    let mut out = ((header.len() + payload.len()) as u32)
+        .to_be_bytes()
+        .to_vec();
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(payload);
     out
@@ -55,13 +57,19 @@ fn read_frame(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> usize {
 
 fn logon(address: std::net::SocketAddr, name: &str) -> TcpStream {
     let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
     let logon = format!(r#"{{"c":"logon","cid":"1","client_name":"{name}","a":"processed"}}"#);
     stream.write_all(&frame(&logon, b"")).unwrap();
     let mut buffer = Vec::with_capacity(4096);
     read_frame(&mut stream, &mut buffer);
-    assert!(buffer.windows(9).any(|window| window == b"processed"), "{}", String::from_utf8_lossy(&buffer));
+    assert!(
+        buffer.windows(9).any(|window| window == b"processed"),
+        "{}",
+        String::from_utf8_lossy(&buffer)
+    );
     stream
 }
 
@@ -70,13 +78,21 @@ fn publish_to_delivery_allocates_nothing_per_message() {
     let mut config = tachyon_net::Config::default();
     config.transport.amps_tcp = "127.0.0.1:0".parse().unwrap();
     let topology = tachyon_numa::Topology::discover();
-    let request = tachyon_numa::PlacementRequest { shards: Some(1), ..Default::default() };
+    let request = tachyon_numa::PlacementRequest {
+        shards: Some(1),
+        ..Default::default()
+    };
     let plan = tachyon_numa::plan(&topology, &request).unwrap();
     let server = tachyon_net::runtime::start(config, &plan).unwrap();
     let address = server.amps_address;
 
     let mut subscriber = logon(address, "alloc-sub");
-    subscriber.write_all(&frame(r#"{"c":"subscribe","t":"ticks","cid":"2","sub_id":"s1","a":"processed"}"#, b"")).unwrap();
+    subscriber
+        .write_all(&frame(
+            r#"{"c":"subscribe","t":"ticks","cid":"2","sub_id":"s1","a":"processed"}"#,
+            b"",
+        ))
+        .unwrap();
     let mut buffer = Vec::with_capacity(64 * 1024);
     read_frame(&mut subscriber, &mut buffer);
     let mut publisher = logon(address, "alloc-pub");
@@ -84,7 +100,12 @@ fn publish_to_delivery_allocates_nothing_per_message() {
     let payload = br#"{"sym":"IBM","px":101.25,"qty":300,"side":"B","venue":"XNYS","pad":"0123456789abcdef0123456789abcdef0123456789abcdef"}"#;
     let one = frame(r#"{"c":"p","t":"ticks"}"#, payload);
     const BATCH: usize = 200;
-    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * BATCH).collect();
+    let batch: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * BATCH)
+        .collect();
     let mut round = |rounds: usize| {
         for _ in 0..rounds {
             publisher.write_all(&batch).unwrap();
@@ -101,7 +122,10 @@ fn publish_to_delivery_allocates_nothing_per_message() {
     round(ROUNDS);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let messages = (ROUNDS * BATCH) as u64;
-    println!("{allocations} allocations for {messages} messages ({:.4} per message)", allocations as f64 / messages as f64);
+    println!(
+        "{allocations} allocations for {messages} messages ({:.4} per message)",
+        allocations as f64 / messages as f64
+    );
     drop(publisher);
     drop(subscriber);
     server.stop();
@@ -110,5 +134,8 @@ fn publish_to_delivery_allocates_nothing_per_message() {
     // (one `Rc`) each time a socket runs dry: a cost per wake-up, not per message. A burst of 200
     // messages per wake-up must therefore cost far less than one allocation per 10 messages; a
     // single allocation per message anywhere on the path would fail this.
-    assert!(allocations * 10 < messages, "{allocations} allocations for {messages} messages");
+    assert!(
+        allocations * 10 < messages,
+        "{allocations} allocations for {messages} messages"
+    );
 }
