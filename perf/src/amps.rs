@@ -61,6 +61,8 @@ pub struct FrameReader<R> {
     buffer: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes read from `inner` so far (wire bytes, framing included).
+    bytes_read: u64,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -71,7 +73,13 @@ impl<R: Read> FrameReader<R> {
             buffer: vec![0; READ_BUFFER_BYTES],
             start: 0,
             end: 0,
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes read from the source so far, framing included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// Returns the next frame body (without its length prefix), reading more bytes as needed.
@@ -111,7 +119,10 @@ impl<R: Read> FrameReader<R> {
             }
             match self.inner.read(&mut self.buffer[self.end..]) {
                 Ok(0) => return Ok(FramePosition::Closed),
-                Ok(count) => self.end += count,
+                Ok(count) => {
+                    self.end += count;
+                    self.bytes_read += count as u64;
+                }
                 Err(error) if is_timeout(&error) => return Ok(FramePosition::Idle),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -334,28 +345,72 @@ fn logon(
     command_and_wait_ack(stream, reader, &header, "1", timeout).context("AMPS logon")
 }
 
-/// The receiving side: a logged-on connection with one live subscription.
+/// One subscription a subscriber connection places.
+#[derive(Clone, Debug)]
+pub struct SubscriptionSpec {
+    /// The subscription id (`sub_id`), echoed in each delivery's `sids`.
+    pub sub_id: String,
+    /// Topic (exact name or regex).
+    pub topic: String,
+    /// AMPS content filter, sent as the header's `filter` field; must not contain `"` or `\`.
+    pub filter: Option<String>,
+}
+
+/// The receiving side: a logged-on connection with one or more live subscriptions.
 pub struct AmpsSubscriber {
     reader: FrameReader<TcpStream>,
+    /// The write half, kept so the connection stays fully open while the reader is idle.
+    _stream: Option<TcpStream>,
 }
 
 impl AmpsSubscriber {
-    /// Logs on and subscribes to `topic`; returns once the subscribe is acked (i.e. live).
-    pub fn subscribe(address: SocketAddr, topic: &str, timeout: Duration) -> Result<Self> {
+    /// Logs on as `client_name` and places every subscription in `specs`, one after the other;
+    /// returns once all are acked (i.e. live).
+    pub fn subscribe_many(
+        address: SocketAddr,
+        client_name: &str,
+        specs: &[SubscriptionSpec],
+        timeout: Duration,
+    ) -> Result<Self> {
         let mut stream = connect(address, timeout)?;
         let mut reader = FrameReader::new(stream.try_clone()?);
-        logon(&mut stream, &mut reader, "bench-sub", timeout)?;
-        let header =
-            format!(r#"{{"c":"subscribe","t":"{topic}","cid":"2","sub_id":"s1","a":"processed"}}"#);
-        command_and_wait_ack(&mut stream, &mut reader, &header, "2", timeout)
-            .context("AMPS subscribe")?;
-        Ok(Self { reader })
+        logon(&mut stream, &mut reader, client_name, timeout)?;
+        for (index, spec) in specs.iter().enumerate() {
+            let command_id = (index + 2).to_string();
+            let filter = spec
+                .filter
+                .as_ref()
+                .map(|filter| {
+                    if filter.contains(['"', '\\']) {
+                        bail!("filter {filter:?} would need JSON escapes, which this client does not write");
+                    }
+                    Ok(format!(r#","filter":"{filter}""#))
+                })
+                .transpose()?
+                .unwrap_or_default();
+            let header = format!(
+                r#"{{"c":"subscribe","t":"{}","cid":"{command_id}","sub_id":"{}","a":"processed"{filter}}}"#,
+                spec.topic, spec.sub_id
+            );
+            command_and_wait_ack(&mut stream, &mut reader, &header, &command_id, timeout)
+                .with_context(|| format!("AMPS subscribe {}", spec.sub_id))?;
+        }
+        Ok(Self {
+            reader,
+            _stream: Some(stream),
+        })
+    }
+
+    /// Wire bytes received so far (framing and headers included).
+    pub fn bytes_received(&self) -> u64 {
+        self.reader.bytes_read()
     }
 
     /// A subscriber that only reads frames (for the raw relay, which has no logon or subscribe).
     pub fn raw(address: SocketAddr, timeout: Duration) -> Result<Self> {
         Ok(Self {
             reader: FrameReader::new(connect(address, timeout)?),
+            _stream: None,
         })
     }
 
@@ -393,6 +448,7 @@ pub struct AmpsPublisher {
 
 impl AmpsPublisher {
     /// Connects, logs on when `logon` is set (not for the raw relay), and pre-builds the frame.
+    #[cfg(test)]
     pub fn connect(
         address: SocketAddr,
         topic: &str,
@@ -400,15 +456,37 @@ impl AmpsPublisher {
         logon_first: bool,
         timeout: Duration,
     ) -> Result<Self> {
+        let logon_as = logon_first.then_some("bench-pub");
+        let layout = crate::payload::Layout::Plain;
+        Self::connect_with(
+            address,
+            topic,
+            payload_size_bytes,
+            layout,
+            logon_as,
+            timeout,
+        )
+    }
+
+    /// Connects, logs on as `logon_as` (`None`: no logon, for the raw relay), and pre-builds the
+    /// frame for `layout`.
+    pub fn connect_with(
+        address: SocketAddr,
+        topic: &str,
+        payload_size_bytes: usize,
+        layout: crate::payload::Layout,
+        logon_as: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let mut stream = connect(address, timeout)?;
-        if logon_first {
+        if let Some(client_name) = logon_as {
             let mut reader = FrameReader::new(stream.try_clone()?);
-            logon(&mut stream, &mut reader, "bench-pub", timeout)?;
+            logon(&mut stream, &mut reader, client_name, timeout)?;
         }
         let header = format!(r#"{{"c":"p","t":"{topic}"}}"#);
         let frame = encode_frame(
             header.as_bytes(),
-            &crate::payload::template(payload_size_bytes),
+            &crate::payload::template_for(layout, payload_size_bytes),
         );
         Ok(Self {
             stream,
@@ -422,6 +500,17 @@ impl AmpsPublisher {
     pub fn publish(&mut self, seq: u64, scheduled_ns: u64) -> io::Result<()> {
         crate::payload::stamp(&mut self.frame[self.payload_offset..], seq, scheduled_ns);
         self.stream.write_all(&self.frame)
+    }
+
+    /// Sets the filtered layout's key for the following messages.
+    #[inline]
+    pub fn set_key(&mut self, key: u8) {
+        crate::payload::stamp_key(&mut self.frame[self.payload_offset..], key);
+    }
+
+    /// Wire bytes of one message (length prefix, header and payload).
+    pub fn frame_bytes(&self) -> usize {
+        self.frame.len()
     }
 }
 

@@ -1,7 +1,9 @@
 //! A tiny fake AMPS broker for tests: answers `logon` and `subscribe` with the minimal acks the
 //! protocol reference (§5.1, §5.3) says real clients accept, and fans each `p` out to the
 //! subscriptions on its topic as `{"c":"p","t":..,"sids":..}<payload>`. It exists so the AMPS
-//! client is exercised end to end without the real server; it never parses payloads.
+//! client is exercised end to end without the real server. Of a subscription's content filter it
+//! honours only a trailing `/k = 'NN'` (the benchmark's key predicate), by looking for `"k":"NN"`
+//! in the payload; it parses nothing else.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,7 +20,16 @@ use crate::amps::{
 struct Subscription {
     topic: Vec<u8>,
     sub_id: Vec<u8>,
+    /// `"k":"NN"` when the filter ends in the key predicate `/k = 'NN'`.
+    key_needle: Option<Vec<u8>>,
     stream: TcpStream,
+}
+
+/// The payload bytes a filter ending in `/k = 'NN'` requires.
+fn key_needle(filter: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(filter).ok()?;
+    let key = text.rsplit_once("/k = '")?.1.strip_suffix('\'')?;
+    Some(format!(r#""k":"{key}""#).into_bytes())
 }
 
 /// A running fake broker on a loopback port; stops on drop.
@@ -107,6 +118,7 @@ fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscri
                 subscriptions.lock().expect("lock").push(Subscription {
                     topic: field("t"),
                     sub_id: sub_id.clone(),
+                    key_needle: header_value(header, "filter").and_then(key_needle),
                     stream: writer.try_clone().expect("clone"),
                 });
                 let ack = format!(
@@ -122,6 +134,11 @@ fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscri
                     .expect("lock")
                     .iter_mut()
                     .filter(|s| s.topic == topic)
+                    .filter(|s| {
+                        s.key_needle.as_ref().is_none_or(|needle| {
+                            payload.windows(needle.len()).any(|window| window == needle)
+                        })
+                    })
                 {
                     let delivery = format!(
                         r#"{{"c":"p","t":"{}","sids":"{}"}}"#,

@@ -1,9 +1,10 @@
 //! `tachyon-bench`: Tachyon's benchmark suite.
 //!
-//! `latency` runs an open-loop, coordinated-omission-correct latency probe (one publisher, one
-//! subscriber) against every requested system × rate × payload size in one invocation, so the
-//! ratios between systems come from the same conditions on a noisy machine. It starts and stops
-//! each server itself. See `load.rs` for the method and `report.rs` for what is recorded.
+//! `latency` runs an open-loop, coordinated-omission-correct latency probe against every
+//! requested system × rate × payload size in one invocation, so the ratios between systems come
+//! from the same conditions on a noisy machine. `scenario` runs the named scenarios (pub/sub
+//! fan-out, filtered fan-out, throughput, slow subscriber; see `scenario.rs`). Both start and stop
+//! each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
 
 mod amps;
 #[cfg(test)]
@@ -14,9 +15,11 @@ mod noise;
 mod payload;
 mod relay;
 mod report;
+mod scenario;
+mod svg;
 mod systems;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,8 +27,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::load::LoadConfig;
-use crate::report::{CombinationResult, Environment, RunReport};
-use crate::systems::{SystemKind, SystemOptions};
+use crate::report::{Combination, CombinationResult, Environment, RunReport};
+use crate::scenario::Planned;
+use crate::systems::{ServerParams, SystemKind, SystemOptions};
 
 #[derive(Parser)]
 #[command(name = "tachyon-bench", version, about = "Tachyon benchmark suite")]
@@ -38,30 +42,34 @@ struct Cli {
 enum Commands {
     /// Open-loop pub/sub latency: Tachyon against a raw TCP relay (the floor) and NATS.
     Latency(Box<LatencyArgs>),
-    /// Internal: one raw TCP relay as its own process (started by `latency`).
+    /// Named scenarios: pubsub, filtered, throughput, slow-subscriber, persisted-ack, sow-query,
+    /// or all.
+    Scenario(Box<ScenarioArgs>),
+    /// Internal: one raw TCP relay as its own process (started by the benchmark).
     #[command(hide = true)]
     RelayServer {
-        /// Address the publisher connects to.
+        /// Address the publishers connect to.
         #[arg(long)]
         publish: std::net::SocketAddr,
-        /// Address the subscriber connects to.
+        /// Address the subscribers connect to.
         #[arg(long)]
         subscribe: std::net::SocketAddr,
+        /// Publisher connections to wait for.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Subscriber connections to wait for.
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
     },
 }
 
+/// Flags shared by `latency` and `scenario`.
 #[derive(Args, Debug)]
-struct LatencyArgs {
+struct CommonArgs {
     /// Systems to measure, comma-separated: tachyon, relay, nats.
     #[arg(long, value_delimiter = ',', default_value = "tachyon,relay,nats")]
     systems: Vec<String>,
-    /// Publish rates in messages per second, comma-separated [default: 10000,50000; smoke: 10000].
-    #[arg(long, value_delimiter = ',')]
-    rates: Option<Vec<u64>>,
-    /// Payload sizes in bytes (≥ 67), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128,1024")]
-    sizes: Vec<usize>,
-    /// Warm-up per combination, not recorded (e.g. 1s, 300ms) [default: 1s; smoke: 300ms].
+    /// Warm-up per combination, not recorded (e.g. 1s, 300ms) [default: 1s; smoke: shorter].
     #[arg(long, value_parser = parse_duration)]
     warmup: Option<Duration>,
     /// Recorded time per combination [default: 5s; smoke: 1s].
@@ -70,7 +78,7 @@ struct LatencyArgs {
     /// How long to wait for missing messages after the last send before counting them lost.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     drain: Duration,
-    /// Short run for CI: warm-up 300 ms, 1 s per combination, 10k msg/s only (explicit flags win).
+    /// Short run for CI (explicit flags win).
     #[arg(long)]
     smoke: bool,
     /// Exit non-zero when any combination missed its rate by > 5 %, lost, duplicated or
@@ -89,13 +97,16 @@ struct LatencyArgs {
     /// Write one V2-serialized HdrHistogram (ns) per combination into this directory.
     #[arg(long)]
     hdr_dir: Option<PathBuf>,
+    /// Write an SVG latency-percentile plot (one panel per combination, one line per system).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Core the server (or relay thread) is pinned to [default with ≥ 2 cores: the first].
     #[arg(long)]
     server_core: Option<usize>,
-    /// Core the publisher thread is pinned to [default with ≥ 2 cores: the last].
+    /// Core the publisher threads are pinned to [default with ≥ 2 cores: the last].
     #[arg(long)]
     pub_core: Option<usize>,
-    /// Core the subscriber thread is pinned to [default with ≥ 2 cores: the last].
+    /// Core the subscriber threads are pinned to [default with ≥ 2 cores: the last].
     #[arg(long)]
     sub_core: Option<usize>,
     /// Run the relay as a thread of the benchmark instead of its own process (it then shares the
@@ -105,6 +116,55 @@ struct LatencyArgs {
     /// Pin nothing (let the scheduler place every thread).
     #[arg(long, conflicts_with_all = ["server_core", "pub_core", "sub_core"])]
     no_pin: bool,
+}
+
+#[derive(Args, Debug)]
+struct LatencyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Publish rates in messages per second, comma-separated [default: 10000,50000; smoke: 10000].
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
+    /// Payload sizes in bytes (≥ 67), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,1024")]
+    sizes: Vec<usize>,
+    /// Publisher connections (threads); the rate is shared among them.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscriber connections (threads); each receives every message.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Messages sent back to back at each scheduled instant (the average rate is unchanged).
+    #[arg(long, default_value_t = 1)]
+    burst: u64,
+}
+
+#[derive(Args, Debug)]
+struct ScenarioArgs {
+    /// Scenarios to run, comma- or space-separated: pubsub, filtered, throughput,
+    /// slow-subscriber, persisted-ack, sow-query, or all.
+    #[arg(value_delimiter = ',', default_value = "all")]
+    names: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Override every open-loop scenario's rate (msg/s) [pubsub 5000, filtered 2000, slow 5000].
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Override the pubsub scenario's sizes [default: 128,1024,16384; smoke: 128].
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Override the pubsub scenario's subscriber counts [default: 1,10].
+    #[arg(long, value_delimiter = ',')]
+    subscribers: Option<Vec<usize>>,
+    /// Publisher connections (threads) in every scenario.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Messages sent back to back at each scheduled instant (open-loop scenarios).
+    #[arg(long, default_value_t = 1)]
+    burst: u64,
+    /// Tachyon's [limits] client_outbound_bytes_max in the slow-subscriber scenario (bytes).
+    #[arg(long, default_value_t = scenario::SLOW_OUTBOUND_BYTES_MAX)]
+    outbound_max: usize,
 }
 
 /// Parses `1s`, `300ms`, `1.5s`, `500us`, `2m`; a bare number is seconds.
@@ -141,11 +201,11 @@ struct Placement {
 }
 
 /// The default placement: with two or more cores, the server gets the first core to itself and
-/// the two benchmark threads share the last one (so the load generator never competes with the
-/// server for a core; the subscriber and publisher competing with each other is part of the
+/// the benchmark threads share the last one (so the load generator never competes with the
+/// server for a core; the subscribers and publishers competing with each other is part of the
 /// measured cost on a 2-core machine and is the same for every system). With one core, nothing
 /// is pinned.
-fn placement(arguments: &LatencyArgs) -> Result<Placement> {
+fn placement(arguments: &CommonArgs) -> Result<Placement> {
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -185,9 +245,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Commands::Latency(arguments) => latency(*arguments),
-        Commands::RelayServer { publish, subscribe } => {
-            relay::serve_once(publish, subscribe).map(|_| ExitCode::SUCCESS)
-        }
+        Commands::Scenario(arguments) => run_scenarios(*arguments),
+        Commands::RelayServer {
+            publish,
+            subscribe,
+            publishers,
+            subscribers,
+        } => relay::serve_once(
+            publish,
+            subscribe,
+            relay::Shape {
+                publishers,
+                subscribers,
+            },
+        )
+        .map(|_| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,
@@ -198,34 +270,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every combination, prints the tables, writes the files, and decides the exit code.
+fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
+    names.iter().map(|name| SystemKind::parse(name)).collect()
+}
+
+/// The `latency` probe: every system × rate × size, one scenario label.
 fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
-    let systems: Vec<SystemKind> = arguments
-        .systems
-        .iter()
-        .map(|name| SystemKind::parse(name))
-        .collect::<Result<_>>()?;
+    let common = &arguments.common;
+    let systems = parse_systems(&common.systems)?;
     let rates = arguments.rates.clone().unwrap_or_else(|| {
-        if arguments.smoke {
+        if common.smoke {
             vec![10_000]
         } else {
             vec![10_000, 50_000]
         }
     });
-    let default_warmup = if arguments.smoke {
-        Duration::from_millis(300)
+    let (default_warmup, default_duration) = if common.smoke {
+        (Duration::from_millis(300), Duration::from_secs(1))
     } else {
-        Duration::from_secs(1)
+        (Duration::from_secs(1), Duration::from_secs(5))
     };
-    let default_duration = if arguments.smoke {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(5)
-    };
-    let warmup = arguments.warmup.unwrap_or(default_warmup);
-    let duration = arguments.duration.unwrap_or(default_duration);
+    let warmup = common.warmup.unwrap_or(default_warmup);
+    let duration = common.duration.unwrap_or(default_duration);
     if rates.contains(&0) {
         bail!("--rates must be positive");
+    }
+    if arguments.publishers == 0 || arguments.subscribers == 0 || arguments.burst == 0 {
+        bail!("--publishers, --subscribers and --burst must be at least 1");
     }
     if let Some(&size) = arguments
         .sizes
@@ -234,9 +305,160 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
     {
         bail!("--sizes {size} is below the minimum of {} bytes (the sequence and time stamp need that much)", payload::PAYLOAD_SIZE_MIN_BYTES);
     }
-    let placement = placement(&arguments)?;
-    let options = preflight(&systems, &arguments, placement)?;
+    let placement = placement(common)?;
+    let base = LoadConfig {
+        warmup,
+        duration,
+        drain_timeout: common.drain,
+        publisher_core: placement.publisher_core,
+        subscriber_core: placement.subscriber_core,
+        publishers: arguments.publishers,
+        subscribers: arguments.subscribers,
+        burst: arguments.burst,
+        ..LoadConfig::default()
+    };
+    // Interleave systems inside each (rate, size) so slow drifts in background load hit every
+    // system alike and the ratios stay fair.
+    let mut measurements = Vec::new();
+    for &rate in &rates {
+        for &size in &arguments.sizes {
+            for &system in &systems {
+                let config = LoadConfig {
+                    rate_per_second: rate,
+                    payload_size_bytes: size,
+                    ..base.clone()
+                };
+                measurements.push(Planned {
+                    combination: Combination::of(report::LATENCY_SCENARIO, system, &config),
+                    params: ServerParams {
+                        shape: relay::Shape {
+                            publishers: config.publishers,
+                            subscribers: config.subscribers,
+                        },
+                        ..ServerParams::default()
+                    },
+                    config,
+                });
+            }
+        }
+    }
+    let settings = serde_json::json!({
+        "systems": systems,
+        "rates_per_second": rates,
+        "payload_sizes_bytes": arguments.sizes,
+        "publishers": arguments.publishers,
+        "subscribers": arguments.subscribers,
+        "burst": arguments.burst,
+        "warmup_s": warmup.as_secs_f64(),
+        "duration_s": duration.as_secs_f64(),
+        "drain_s": common.drain.as_secs_f64(),
+        "smoke": common.smoke,
+    });
+    run_all(
+        "tachyon-bench latency",
+        common,
+        placement,
+        &measurements,
+        Vec::new(),
+        settings,
+    )
+}
 
+/// The `scenario` subcommand.
+fn run_scenarios(arguments: ScenarioArgs) -> Result<ExitCode> {
+    let common = &arguments.common;
+    let kinds = scenario::parse(&arguments.names)?;
+    let systems = parse_systems(&common.systems)?;
+    if arguments.rate == Some(0) || arguments.publishers == 0 || arguments.burst == 0 {
+        bail!("--rate, --publishers and --burst must be at least 1");
+    }
+    if let Some(&size) = arguments
+        .sizes
+        .iter()
+        .flatten()
+        .find(|&&size| size < payload::PAYLOAD_SIZE_MIN_BYTES)
+    {
+        bail!(
+            "--sizes {size} is below the minimum of {} bytes",
+            payload::PAYLOAD_SIZE_MIN_BYTES
+        );
+    }
+    let (default_warmup, default_duration) = scenario::default_durations(common.smoke);
+    let warmup = common.warmup.unwrap_or(default_warmup);
+    let duration = common.duration.unwrap_or(default_duration);
+    let runnable = kinds.iter().any(|kind| kind.skip_reason().is_none());
+    let placement = if runnable {
+        placement(common)?
+    } else {
+        Placement {
+            server_core: None,
+            publisher_core: None,
+            subscriber_core: None,
+        }
+    };
+    let settings = scenario::Settings {
+        systems: systems.clone(),
+        base: LoadConfig {
+            warmup,
+            duration,
+            drain_timeout: common.drain,
+            publisher_core: placement.publisher_core,
+            subscriber_core: placement.subscriber_core,
+            publishers: arguments.publishers,
+            burst: arguments.burst,
+            ..LoadConfig::default()
+        },
+        rate_per_second: arguments.rate,
+        sizes: arguments.sizes.clone(),
+        subscribers: arguments.subscribers.clone(),
+        slow_outbound_bytes_max: arguments.outbound_max,
+        smoke: common.smoke,
+    };
+    let plan = scenario::plan(&kinds, &settings);
+    if plan.measurements.is_empty() {
+        for note in &plan.notes {
+            println!("{note}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let json_settings = serde_json::json!({
+        "scenarios": kinds.iter().map(|kind| kind.name()).collect::<Vec<_>>(),
+        "systems": systems,
+        "rate_override_per_second": arguments.rate,
+        "publishers": arguments.publishers,
+        "burst": arguments.burst,
+        "warmup_s": warmup.as_secs_f64(),
+        "duration_s": duration.as_secs_f64(),
+        "drain_s": common.drain.as_secs_f64(),
+        "slow_subscriber_client_outbound_bytes_max": arguments.outbound_max,
+        "smoke": common.smoke,
+    });
+    run_all(
+        "tachyon-bench scenario",
+        common,
+        placement,
+        &plan.measurements,
+        plan.notes,
+        json_settings,
+    )
+}
+
+/// Runs every planned measurement, prints the tables, writes the files, decides the exit code.
+fn run_all(
+    tool: &'static str,
+    common: &CommonArgs,
+    placement: Placement,
+    measurements: &[Planned],
+    notes: Vec<String>,
+    mut settings: serde_json::Value,
+) -> Result<ExitCode> {
+    let mut systems: Vec<SystemKind> = Vec::new();
+    for planned in measurements {
+        if !systems.contains(&planned.combination.system) {
+            systems.push(planned.combination.system);
+        }
+    }
+    let options = preflight(&systems, common, placement)?;
     let mut environment = Environment::collect();
     if systems.contains(&SystemKind::Nats) {
         environment.nats_server_version =
@@ -245,55 +467,70 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
     println!("{}", environment.summary());
     let core =
         |core: Option<usize>| core.map_or_else(|| "unpinned".to_owned(), |id| format!("core {id}"));
-    println!(
-        "placement: server {}, publisher {}, subscriber {}; warm-up {warmup:?}, duration {duration:?} per combination",
-        core(placement.server_core),
-        core(placement.publisher_core),
-        core(placement.subscriber_core)
-    );
+    if let Some(first) = measurements.first() {
+        println!(
+            "placement: server {}, publishers {}, subscribers {}; warm-up {:?}, duration {:?} per combination",
+            core(placement.server_core),
+            core(placement.publisher_core),
+            core(placement.subscriber_core),
+            first.config.warmup,
+            first.config.duration
+        );
+    }
+    for note in &notes {
+        println!("note: {note}");
+    }
 
     let mut results = Vec::new();
-    // Interleave systems inside each (rate, size) so slow drifts in background load hit every
-    // system alike and the ratios stay fair.
-    for &rate in &rates {
-        for &size in &arguments.sizes {
-            for &system in &systems {
-                eprintln!("running {system} at {rate} msg/s, {size} B ...");
-                let config = LoadConfig {
-                    rate_per_second: rate,
-                    payload_size_bytes: size,
-                    warmup,
-                    duration,
-                    drain_timeout: arguments.drain,
-                    publisher_core: placement.publisher_core,
-                    subscriber_core: placement.subscriber_core,
-                };
-                let result = match measure(system, &options, &config) {
-                    Ok((load, noise)) => {
-                        let mut result = CombinationResult::from_load(system, rate, size, &load);
-                        result.noise = noise;
-                        if let Some(directory) = &arguments.hdr_dir {
-                            report::write_histogram(directory, &result, &load.histogram)?;
-                        }
-                        result
-                    }
-                    Err(error) => {
-                        CombinationResult::failed(system, rate, size, format!("{error:#}"))
-                    }
-                };
-                for warning in &result.warnings {
-                    eprintln!("WARNING: {system} {rate} msg/s {size} B: {warning}");
+    for (index, planned) in measurements.iter().enumerate() {
+        let described = planned.combination.describe();
+        eprintln!(
+            "[{}/{}] running {described} ...",
+            index + 1,
+            measurements.len()
+        );
+        let result = match measure(planned, &options) {
+            Ok((load, noise)) => {
+                let mut result = CombinationResult::from_load(&planned.combination, &load);
+                result.noise = noise;
+                if let Some(directory) = &common.hdr_dir {
+                    report::write_histogram(directory, &result, &load.histogram)?;
                 }
-                results.push(result);
+                result
             }
+            Err(error) => CombinationResult::failed(&planned.combination, format!("{error:#}")),
+        };
+        for warning in &result.warnings {
+            eprintln!("WARNING: {described}: {warning}");
         }
+        results.push(result);
     }
 
     let ratios = report::ratios(&results);
     println!();
     print!("{}", report::results_table(&results));
-    println!();
-    print!("{}", report::ratios_table(&ratios));
+    let throughput = report::throughput_table(&results);
+    if !throughput.is_empty() {
+        println!();
+        print!("{throughput}");
+    }
+    let slow =
+        report::slow_subscriber_table(&results, scenario::SLOW_BASELINE, scenario::SLOW_STALLED);
+    if !slow.is_empty() {
+        println!();
+        print!("{slow}");
+    }
+    if !ratios.is_empty() {
+        println!();
+        println!("ratios (Tachyon to the floor and to NATS; > 1 = Tachyon slower, or for throughput faster):");
+        print!("{}", report::ratios_table(&ratios));
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in &notes {
+            println!("note: {note}");
+        }
+    }
 
     let warned: Vec<&CombinationResult> = results
         .iter()
@@ -309,8 +546,11 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
         for result in &warned {
             for warning in &result.warnings {
                 eprintln!(
-                    "!!!   {} {} msg/s {} B: {warning}",
-                    result.system, result.rate_per_second, result.payload_size_bytes
+                    "!!!   {} {} {} msg/s {} B: {warning}",
+                    result.scenario,
+                    result.system,
+                    result.rate_per_second,
+                    result.payload_size_bytes
                 );
             }
         }
@@ -324,23 +564,34 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
             noise::BACKGROUND_CPU_NOISY_PERCENT
         );
     }
-    if let Some(path) = &arguments.json {
-        let settings = serde_json::json!({
-            "systems": systems,
-            "rates_per_second": rates,
-            "payload_sizes_bytes": arguments.sizes,
-            "warmup_s": warmup.as_secs_f64(),
-            "duration_s": duration.as_secs_f64(),
-            "drain_s": arguments.drain.as_secs_f64(),
-            "smoke": arguments.smoke,
-            "placement": placement,
-            "tachyon_binary": options.tachyon_binary,
-            "nats_binary": options.nats_binary,
-            "relay": if options.relay_binary.is_some() { "process" } else { "thread" },
-            "latency_unit": "µs; measured from each message's scheduled send time (coordinated-omission correct)",
-        });
+    if let Some(path) = &common.plot {
+        write_plot(path, &environment, &results)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &common.json {
+        if let Some(object) = settings.as_object_mut() {
+            object.insert("placement".into(), serde_json::json!(placement));
+            object.insert(
+                "tachyon_binary".into(),
+                serde_json::json!(options.tachyon_binary),
+            );
+            object.insert("nats_binary".into(), serde_json::json!(options.nats_binary));
+            object.insert(
+                "relay".into(),
+                serde_json::json!(if options.relay_binary.is_some() {
+                    "process"
+                } else {
+                    "thread"
+                }),
+            );
+            object.insert("notes".into(), serde_json::json!(notes));
+            object.insert(
+                "latency_unit".into(),
+                serde_json::json!("µs; open loop: from each message's scheduled send time (coordinated-omission correct); closed loop: from the actual send"),
+            );
+        }
         let report = RunReport {
-            tool: "tachyon-bench latency",
+            tool,
             tool_version: env!("CARGO_PKG_VERSION"),
             command_line: std::env::args().collect(),
             environment,
@@ -352,17 +603,86 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     let failed = results.iter().any(|result| result.error.is_some());
-    Ok(if failed || (arguments.strict && !warned.is_empty()) {
+    Ok(if failed || (common.strict && !warned.is_empty()) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
+/// One panel per open-loop (scenario, rate, size), one line per system.
+fn plot_panels(results: &[CombinationResult]) -> Vec<svg::Panel> {
+    let mut panels: Vec<(String, u64, usize, svg::Panel)> = Vec::new();
+    for result in results {
+        if result.is_closed_loop() || result.percentile_curve.is_empty() {
+            continue;
+        }
+        let key = (
+            result.scenario.clone(),
+            result.rate_per_second,
+            result.payload_size_bytes,
+        );
+        let position = panels
+            .iter()
+            .position(|(scenario, rate, size, _)| (scenario.clone(), *rate, *size) == key);
+        let index = match position {
+            Some(index) => index,
+            None => {
+                let title = format!(
+                    "{} · {} msg/s · {} B{}",
+                    result.scenario,
+                    result.rate_per_second,
+                    result.payload_size_bytes,
+                    if result.burst > 1 {
+                        format!(" · bursts of {}", result.burst)
+                    } else {
+                        String::new()
+                    }
+                );
+                panels.push((
+                    key.0,
+                    key.1,
+                    key.2,
+                    svg::Panel {
+                        title,
+                        lines: Vec::new(),
+                    },
+                ));
+                panels.len() - 1
+            }
+        };
+        panels[index].3.lines.push(svg::Line {
+            name: result.system.to_string(),
+            points: result.percentile_curve.clone(),
+        });
+    }
+    panels.into_iter().map(|(_, _, _, panel)| panel).collect()
+}
+
+fn write_plot(path: &Path, environment: &Environment, results: &[CombinationResult]) -> Result<()> {
+    let subtitle = format!(
+        "open loop, latency from each message's scheduled send time (coordinated-omission correct) | {}",
+        environment.summary()
+    );
+    let svg = svg::render(
+        "tachyon-bench: latency by percentile",
+        &subtitle,
+        &plot_panels(results),
+    );
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Checks the binaries before anything runs, so a missing server fails in the first second.
 fn preflight(
     systems: &[SystemKind],
-    arguments: &LatencyArgs,
+    arguments: &CommonArgs,
     placement: Placement,
 ) -> Result<SystemOptions> {
     if systems.contains(&SystemKind::Tachyon) && !arguments.tachyon_bin.is_file() {
@@ -396,17 +716,18 @@ fn preflight(
     })
 }
 
-/// Starts a fresh instance of `system`, measures one combination, and stops it.
+/// Starts a fresh instance of the planned system, measures, and stops it.
 /// Also returns how much CPU other processes took meanwhile (`None` when /proc is unreadable).
 fn measure(
-    system: SystemKind,
+    planned: &Planned,
     options: &SystemOptions,
-    config: &LoadConfig,
 ) -> Result<(load::LoadResult, Option<noise::Noise>)> {
-    let running = systems::start(system, options).with_context(|| format!("starting {system}"))?;
+    let system = planned.combination.system;
+    let running = systems::start_with(system, options, &planned.params)
+        .with_context(|| format!("starting {system}"))?;
     let server_pid = running.server_pid();
     let before = noise::CpuSample::take(server_pid);
-    let result = load::run(&running.endpoint, config);
+    let result = load::run(&running.endpoint, &planned.config);
     let after = noise::CpuSample::take(server_pid);
     let stopped = running.stop();
     let result = result?;
@@ -420,6 +741,7 @@ fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::Pace;
 
     #[test]
     fn durations_parse_in_common_units() {
@@ -460,11 +782,75 @@ mod tests {
         let Commands::Latency(arguments) = cli.command else {
             panic!("parsed as latency")
         };
-        assert_eq!(arguments.systems, ["tachyon", "relay", "nats"]);
+        assert_eq!(arguments.common.systems, ["tachyon", "relay", "nats"]);
         assert_eq!(arguments.rates, Some(vec![10_000, 50_000]));
         assert_eq!(arguments.sizes, [128, 1024]);
-        assert_eq!(arguments.duration, Some(Duration::from_secs(5)));
-        assert_eq!(arguments.pub_core, Some(1));
-        assert!(arguments.smoke);
+        assert_eq!(arguments.common.duration, Some(Duration::from_secs(5)));
+        assert_eq!(arguments.common.pub_core, Some(1));
+        assert!(arguments.common.smoke);
+        assert_eq!(arguments.subscribers, 1);
+        assert_eq!(arguments.burst, 1);
+    }
+
+    #[test]
+    fn scenario_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "tachyon-bench",
+            "scenario",
+            "pubsub,filtered",
+            "--systems",
+            "tachyon,nats",
+            "--plot",
+            "out.svg",
+            "--subscribers",
+            "1,4",
+            "--burst",
+            "8",
+        ])
+        .unwrap();
+        let Commands::Scenario(arguments) = cli.command else {
+            panic!("parsed as scenario")
+        };
+        assert_eq!(arguments.names, ["pubsub", "filtered"]);
+        assert_eq!(arguments.subscribers, Some(vec![1, 4]));
+        assert_eq!(arguments.burst, 8);
+        assert_eq!(arguments.common.plot, Some(PathBuf::from("out.svg")));
+        let cli = Cli::try_parse_from(["tachyon-bench", "scenario"]).unwrap();
+        let Commands::Scenario(arguments) = cli.command else {
+            panic!("parsed as scenario")
+        };
+        assert_eq!(arguments.names, ["all"]);
+    }
+
+    #[test]
+    fn plot_panels_group_systems_and_leave_out_closed_loop_rows() {
+        let curve = vec![(0.0, 10.0), (90.0, 20.0), (99.0, 40.0)];
+        let mut results = Vec::new();
+        for (scenario, system, pace) in [
+            ("pubsub-1sub", SystemKind::Tachyon, Pace::Open),
+            ("pubsub-1sub", SystemKind::Relay, Pace::Open),
+            ("pubsub-10sub", SystemKind::Tachyon, Pace::Open),
+            (
+                "throughput-1sub",
+                SystemKind::Tachyon,
+                Pace::Closed { window: 10 },
+            ),
+        ] {
+            let config = LoadConfig {
+                pace,
+                ..LoadConfig::default()
+            };
+            let mut result = CombinationResult::failed(
+                &Combination::of(scenario, system, &config),
+                String::new(),
+            );
+            result.percentile_curve = curve.clone();
+            results.push(result);
+        }
+        let panels = plot_panels(&results);
+        assert_eq!(panels.len(), 2);
+        assert_eq!(panels[0].lines.len(), 2);
+        assert_eq!(panels[1].lines.len(), 1);
+        assert!(panels[0].title.starts_with("pubsub-1sub"));
     }
 }

@@ -47,6 +47,8 @@ struct Connection {
     buffer: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes read from the socket so far.
+    bytes_read: u64,
 }
 
 impl Connection {
@@ -63,6 +65,7 @@ impl Connection {
             buffer: vec![0; READ_BUFFER_BYTES],
             start: 0,
             end: 0,
+            bytes_read: 0,
         })
     }
 
@@ -104,7 +107,10 @@ impl Connection {
             }
             match self.reader.read(&mut self.buffer[self.end..]) {
                 Ok(0) => return Ok(Event::Closed),
-                Ok(count) => self.end += count,
+                Ok(count) => {
+                    self.end += count;
+                    self.bytes_read += count as u64;
+                }
                 Err(error) if is_timeout(&error) => return Ok(Event::Idle),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -172,15 +178,34 @@ pub struct NatsSubscriber {
 impl NatsSubscriber {
     /// Connects, subscribes to `subject`, and returns once a `PING`/`PONG` proves it is live.
     pub fn subscribe(address: SocketAddr, subject: &str, timeout: Duration) -> Result<Self> {
+        Self::subscribe_many(address, &[subject.to_owned()], timeout)
+    }
+
+    /// Connects, subscribes to every subject (sids 1, 2, ...), and returns once a `PING`/`PONG`
+    /// proves all are live.
+    pub fn subscribe_many(
+        address: SocketAddr,
+        subjects: &[String],
+        timeout: Duration,
+    ) -> Result<Self> {
         let mut connection = Connection::open(address, timeout)?;
+        let mut operations = String::new();
+        for (index, subject) in subjects.iter().enumerate() {
+            operations.push_str(&format!("SUB {subject} {}\r\n", index + 1));
+        }
         connection
             .stream
-            .write_all(format!("SUB {subject} 1\r\n").as_bytes())
+            .write_all(operations.as_bytes())
             .context("sending NATS SUB")?;
         connection
             .ping_pong(timeout)
             .context("confirming the NATS subscription")?;
         Ok(Self { connection })
+    }
+
+    /// Wire bytes received so far (protocol lines included).
+    pub fn bytes_received(&self) -> u64 {
+        self.connection.bytes_read
     }
 
     /// Returns the next message's payload.
@@ -210,30 +235,61 @@ pub struct NatsPublisher {
     /// Where the payload starts inside `operation`.
     payload_offset: usize,
     payload_size_bytes: usize,
+    /// Where the subject's two key digits lie inside `operation`, for keyed subjects.
+    subject_key_offset: Option<usize>,
 }
 
 impl NatsPublisher {
-    /// Connects and confirms the connection with `PING`/`PONG`.
-    pub fn connect(
+    /// Connects, confirms the connection with `PING`/`PONG`, and pre-builds the operation for
+    /// `layout`; with `keyed_subject` every message goes to
+    /// `<subject>.kNN`, NN being the key set by [`Self::set_key`] (subject-based routing, the
+    /// closest NATS equivalent of a content filter on the key).
+    pub fn connect_with(
         address: SocketAddr,
         subject: &str,
         payload_size_bytes: usize,
+        layout: crate::payload::Layout,
+        keyed_subject: bool,
         timeout: Duration,
     ) -> Result<Self> {
         let mut connection = Connection::open(address, timeout)?;
         connection
             .ping_pong(timeout)
             .context("confirming the NATS publisher connection")?;
+        let (subject, subject_key_offset) = if keyed_subject {
+            let keyed = keyed_subject_name(subject, 0);
+            let offset = "PUB ".len() + keyed.len() - crate::payload::KEY_DIGITS;
+            (keyed, Some(offset))
+        } else {
+            (subject.to_owned(), None)
+        };
         let mut operation = format!("PUB {subject} {payload_size_bytes}\r\n").into_bytes();
         let payload_offset = operation.len();
-        operation.extend_from_slice(&crate::payload::template(payload_size_bytes));
+        operation.extend_from_slice(&crate::payload::template_for(layout, payload_size_bytes));
         operation.extend_from_slice(b"\r\n");
         Ok(Self {
             stream: connection.stream,
             operation,
             payload_offset,
             payload_size_bytes,
+            subject_key_offset,
         })
+    }
+
+    /// Sets the key for the following messages: in the payload (filtered layout) and, with a
+    /// keyed subject, in the subject.
+    #[inline]
+    pub fn set_key(&mut self, key: u8) {
+        crate::payload::stamp_key(&mut self.operation[self.payload_offset..], key);
+        if let Some(offset) = self.subject_key_offset {
+            self.operation[offset] = b'0' + key / 10;
+            self.operation[offset + 1] = b'0' + key % 10;
+        }
+    }
+
+    /// Wire bytes of one message (the whole `PUB` operation).
+    pub fn frame_bytes(&self) -> usize {
+        self.operation.len()
     }
 
     /// Stamps and sends one message (a single `write`).
@@ -246,9 +302,20 @@ impl NatsPublisher {
     }
 }
 
+/// The subject for key `key` under `base`: `<base>.kNN`.
+pub fn keyed_subject_name(base: &str, key: u8) -> String {
+    format!("{base}.k{key:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_subjects_have_two_digits() {
+        assert_eq!(keyed_subject_name("bench", 7), "bench.k07");
+        assert_eq!(keyed_subject_name("bench", 49), "bench.k49");
+    }
 
     #[test]
     fn message_size_is_the_last_field() {

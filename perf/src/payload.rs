@@ -11,6 +11,16 @@
 //!
 //! Fixed offsets let the publisher stamp a pre-built buffer in place (no allocation per message)
 //! and the subscriber read both numbers without a JSON parser. This module never does I/O.
+//!
+//! The filtered fan-out scenario uses a second layout with the fields its content filters read
+//! between the time stamp and the pad (the two-digit key `k` is stamped per message):
+//!
+//! ```text
+//!  0        8       28       36      56      63  65                                                 118 size-2
+//!  |{"seq":"|<seq>  |","ts":"|<ts>   |","k":"|NN |","sym":"IBM","px":101.5,"side":"B","qty":200,"pad":"|x…x|"}|
+//! ```
+//!
+//! Both layouts share everything up to the `","` after the time stamp, which is all `decode` reads.
 
 /// Bytes before the sequence digits.
 const SEQ_PREFIX: &[u8] = b"{\"seq\":\"";
@@ -32,6 +42,75 @@ const PAD_OFFSET: usize = TS_OFFSET + DIGITS + PAD_PREFIX.len();
 
 /// Smallest payload that fits the layout (an empty pad): 67 bytes.
 pub const PAYLOAD_SIZE_MIN_BYTES: usize = PAD_OFFSET + SUFFIX.len();
+
+/// Filtered layout: bytes between the time stamp digits and the key digits.
+const KEY_PREFIX: &[u8] = b"\",\"k\":\"";
+/// Filtered layout: digits of the key (`00`..`99`, a string so leading zeros stay valid JSON).
+pub const KEY_DIGITS: usize = 2;
+/// Filtered layout: the fields every filter's four shared predicates read, then the pad.
+const FILTER_FIELDS: &[u8] =
+    b"\",\"sym\":\"IBM\",\"px\":101.5,\"side\":\"B\",\"qty\":200,\"pad\":\"";
+/// Offset of the key digits in the filtered layout.
+const KEY_OFFSET: usize = TS_OFFSET + DIGITS + KEY_PREFIX.len();
+/// Smallest payload that fits the filtered layout: 120 bytes.
+pub const FILTERED_PAYLOAD_SIZE_MIN_BYTES: usize =
+    KEY_OFFSET + KEY_DIGITS + FILTER_FIELDS.len() + SUFFIX.len();
+/// Bytes common to both layouts right after the time stamp digits.
+const AFTER_TS: &[u8] = b"\",\"";
+
+/// Which payload layout a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `seq`, `ts`, `pad`.
+    Plain,
+    /// `seq`, `ts`, the key `k` and the fields the filtered scenario's filters read, `pad`.
+    Filtered,
+}
+
+impl Layout {
+    /// Smallest payload size of this layout.
+    pub fn size_min_bytes(self) -> usize {
+        match self {
+            Self::Plain => PAYLOAD_SIZE_MIN_BYTES,
+            Self::Filtered => FILTERED_PAYLOAD_SIZE_MIN_BYTES,
+        }
+    }
+}
+
+/// Builds a payload of `layout` of exactly `size_bytes`, seq, ts and key zeroed.
+pub fn template_for(layout: Layout, size_bytes: usize) -> Vec<u8> {
+    match layout {
+        Layout::Plain => template(size_bytes),
+        Layout::Filtered => {
+            assert!(
+                size_bytes >= FILTERED_PAYLOAD_SIZE_MIN_BYTES,
+                "filtered payload size {size_bytes} is below the minimum {FILTERED_PAYLOAD_SIZE_MIN_BYTES}"
+            );
+            let mut payload = Vec::with_capacity(size_bytes);
+            payload.extend_from_slice(SEQ_PREFIX);
+            payload.extend_from_slice(&[b'0'; DIGITS]);
+            payload.extend_from_slice(TS_PREFIX);
+            payload.extend_from_slice(&[b'0'; DIGITS]);
+            payload.extend_from_slice(KEY_PREFIX);
+            payload.extend_from_slice(&[b'0'; KEY_DIGITS]);
+            payload.extend_from_slice(FILTER_FIELDS);
+            payload.resize(size_bytes - SUFFIX.len(), b'x');
+            payload.extend_from_slice(SUFFIX);
+            assert_eq!(payload.len(), size_bytes);
+            payload
+        }
+    }
+}
+
+/// Writes the two-digit key into a payload of the filtered layout, in place.
+#[inline]
+pub fn stamp_key(payload: &mut [u8], key: u8) {
+    debug_assert!(key < 100, "the key has two digits");
+    write_digits(
+        &mut payload[KEY_OFFSET..KEY_OFFSET + KEY_DIGITS],
+        u64::from(key),
+    );
+}
 
 /// Builds a payload of exactly `size_bytes` with seq and ts zeroed, ready for [`stamp`].
 pub fn template(size_bytes: usize) -> Vec<u8> {
@@ -64,7 +143,7 @@ pub fn decode(payload: &[u8]) -> Option<(u64, u64)> {
     if payload.len() < PAYLOAD_SIZE_MIN_BYTES
         || !payload.starts_with(SEQ_PREFIX)
         || &payload[SEQ_OFFSET + DIGITS..TS_OFFSET] != TS_PREFIX
-        || &payload[TS_OFFSET + DIGITS..PAD_OFFSET] != PAD_PREFIX
+        || &payload[TS_OFFSET + DIGITS..TS_OFFSET + DIGITS + AFTER_TS.len()] != AFTER_TS
         || !payload.ends_with(SUFFIX)
     {
         return None;
@@ -121,6 +200,22 @@ mod tests {
         ] {
             stamp(&mut payload, seq, ts);
             assert_eq!(decode(&payload), Some((seq, ts)));
+        }
+    }
+
+    #[test]
+    fn filtered_layout_is_valid_json_and_decodes() {
+        assert_eq!(FILTERED_PAYLOAD_SIZE_MIN_BYTES, 120);
+        for size in [FILTERED_PAYLOAD_SIZE_MIN_BYTES, 128, 1024] {
+            let mut payload = template_for(Layout::Filtered, size);
+            stamp(&mut payload, 7, 99);
+            stamp_key(&mut payload, 42);
+            assert_eq!(payload.len(), size);
+            let value: serde_json::Value = serde_json::from_slice(&payload).expect("valid JSON");
+            assert_eq!(value["k"], "42");
+            assert_eq!(value["sym"], "IBM");
+            assert_eq!(value["qty"], 200);
+            assert_eq!(decode(&payload), Some((7, 99)));
         }
     }
 

@@ -6,6 +6,12 @@
 //! much work per message (one socket read, one socket write, two wake-ups), so the difference
 //! between a broker and the relay is what the broker itself adds.
 //!
+//! For fan-out it accepts M subscribers and writes every chunk it reads to each of them in turn
+//! (no per-subscriber queue: a subscriber that stops reading stalls everyone, which is why the
+//! slow-subscriber scenario leaves the relay out). With N > 1 publishers each publisher gets a
+//! thread that forwards only whole frames (it reads the 4-byte length prefixes, nothing else), so
+//! frames from different publishers never interleave.
+//!
 //! It runs either as a thread of the benchmark ([`Relay::start`], used by tests) or, for
 //! measurements, as a child process of its own (`tachyon-bench relay-server`, see
 //! [`serve_once`]) so it is scheduled exactly like the other servers (see `systems.rs`).
@@ -31,14 +37,20 @@ pub struct Relay {
     /// Where the subscriber connects.
     pub subscribe_address: SocketAddr,
     stop: Arc<AtomicBool>,
-    /// The publisher's connection, kept so `stop` can unblock the copying `read`.
-    publisher: Arc<Mutex<Option<TcpStream>>>,
+    /// The publishers' connections, kept so `stop` can unblock the copying `read`s.
+    publisher: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<JoinHandle<io::Result<u64>>>,
 }
 
 impl Relay {
     /// Binds two loopback ports and starts the relay thread, pinned to `core` when given.
+    #[cfg(test)]
     pub fn start(core: Option<core_affinity::CoreId>) -> Result<Self> {
+        Self::start_with(core, Shape::default())
+    }
+
+    /// Like [`Self::start`] for `shape.publishers` publishers and `shape.subscribers` subscribers.
+    pub fn start_with(core: Option<core_affinity::CoreId>, shape: Shape) -> Result<Self> {
         let publish_listener =
             TcpListener::bind("127.0.0.1:0").context("binding the relay's publisher port")?;
         let subscribe_listener =
@@ -46,7 +58,7 @@ impl Relay {
         let publish_address = publish_listener.local_addr()?;
         let subscribe_address = subscribe_listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let publisher = Arc::new(Mutex::new(None));
+        let publisher = Arc::new(Mutex::new(Vec::new()));
         let thread = thread::Builder::new()
             .name("relay".into())
             .spawn({
@@ -56,7 +68,13 @@ impl Relay {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    run(&publish_listener, &subscribe_listener, &stop, &publisher)
+                    run(
+                        &publish_listener,
+                        &subscribe_listener,
+                        shape,
+                        &stop,
+                        &publisher,
+                    )
                 }
             })
             .context("spawning the relay thread")?;
@@ -76,8 +94,8 @@ impl Relay {
 
     fn shutdown(&mut self) -> Result<u64> {
         self.stop.store(true, Ordering::Release);
-        if let Some(publisher) = self.publisher.lock().expect("relay lock").as_ref() {
-            // Ends the copying thread's blocking read.
+        for publisher in self.publisher.lock().expect("relay lock").iter() {
+            // Ends the copying threads' blocking reads.
             let _ = publisher.shutdown(Shutdown::Both);
         }
         match self.thread.take() {
@@ -99,9 +117,31 @@ impl Drop for Relay {
 /// The line `relay-server` prints on stdout once both ports listen (the parent waits for it).
 pub const READY_LINE: &str = "relay ready";
 
+/// How many publishers and subscribers a relay waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Publisher connections (each forwarded to every subscriber).
+    pub publishers: usize,
+    /// Subscriber connections.
+    pub subscribers: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            publishers: 1,
+            subscribers: 1,
+        }
+    }
+}
+
 /// Runs one relay in the current process: binds both addresses, announces [`READY_LINE`],
-/// relays one publisher to one subscriber, and returns the bytes forwarded.
-pub fn serve_once(publish_address: SocketAddr, subscribe_address: SocketAddr) -> Result<u64> {
+/// relays the publishers to the subscribers, and returns the bytes forwarded.
+pub fn serve_once(
+    publish_address: SocketAddr,
+    subscribe_address: SocketAddr,
+    shape: Shape,
+) -> Result<u64> {
     let publish_listener = TcpListener::bind(publish_address)
         .with_context(|| format!("binding the publisher port {publish_address}"))?;
     let subscribe_listener = TcpListener::bind(subscribe_address)
@@ -112,29 +152,76 @@ pub fn serve_once(publish_address: SocketAddr, subscribe_address: SocketAddr) ->
     run(
         &publish_listener,
         &subscribe_listener,
+        shape,
         &AtomicBool::new(false),
-        &Mutex::new(None),
+        &Mutex::new(Vec::new()),
     )
     .context("relaying")
 }
 
-/// Accepts both sides, then copies until the publisher closes, either side fails, or `stop`.
+/// Accepts every subscriber, then every publisher, then copies until the publishers close,
+/// a side fails, or `stop`.
 fn run(
     publish_listener: &TcpListener,
     subscribe_listener: &TcpListener,
+    shape: Shape,
     stop: &AtomicBool,
-    publisher_slot: &Mutex<Option<TcpStream>>,
+    publisher_slot: &Mutex<Vec<TcpStream>>,
 ) -> io::Result<u64> {
-    let Some(mut subscriber) = accept(subscribe_listener, stop)? else {
-        return Ok(0);
-    };
-    let Some(mut publisher) = accept(publish_listener, stop)? else {
-        return Ok(0);
-    };
-    *publisher_slot.lock().expect("relay lock") = Some(publisher.try_clone()?);
+    let mut subscribers = Vec::with_capacity(shape.subscribers);
+    for _ in 0..shape.subscribers.max(1) {
+        let Some(subscriber) = accept(subscribe_listener, stop)? else {
+            return Ok(0);
+        };
+        subscribers.push(subscriber);
+    }
+    let mut publishers = Vec::with_capacity(shape.publishers);
+    for _ in 0..shape.publishers.max(1) {
+        let Some(publisher) = accept(publish_listener, stop)? else {
+            return Ok(0);
+        };
+        publisher_slot
+            .lock()
+            .expect("relay lock")
+            .push(publisher.try_clone()?);
+        publishers.push(publisher);
+    }
     if stop.load(Ordering::Acquire) {
         return Ok(0);
     }
+    let forwarded_bytes = if publishers.len() == 1 {
+        let publisher = publishers.pop().expect("one publisher");
+        copy_chunks(publisher, &mut subscribers, stop)?
+    } else {
+        let shared = Mutex::new(std::mem::take(&mut subscribers));
+        let forwarded = thread::scope(|scope| {
+            let copies: Vec<_> = publishers
+                .into_iter()
+                .map(|publisher| scope.spawn(|| copy_frames(publisher, &shared, stop)))
+                .collect();
+            let mut total = 0u64;
+            for copy in copies {
+                total += copy
+                    .join()
+                    .map_err(|_| io::Error::other("relay thread panicked"))??;
+            }
+            Ok::<_, io::Error>(total)
+        })?;
+        subscribers = shared.into_inner().expect("relay lock");
+        forwarded
+    };
+    for subscriber in &subscribers {
+        let _ = subscriber.shutdown(Shutdown::Write);
+    }
+    Ok(forwarded_bytes)
+}
+
+/// One publisher: forwards every chunk as read, to each subscriber in turn.
+fn copy_chunks(
+    mut publisher: TcpStream,
+    subscribers: &mut [TcpStream],
+    stop: &AtomicBool,
+) -> io::Result<u64> {
     let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
     let mut forwarded_bytes = 0u64;
     loop {
@@ -146,11 +233,60 @@ fn run(
             Err(_) if stop.load(Ordering::Acquire) => break,
             Err(error) => return Err(error),
         };
-        subscriber.write_all(&buffer[..count])?;
+        for subscriber in subscribers.iter_mut() {
+            subscriber.write_all(&buffer[..count])?;
+        }
         forwarded_bytes += count as u64;
     }
-    let _ = subscriber.shutdown(Shutdown::Write);
     Ok(forwarded_bytes)
+}
+
+/// One of several publishers: forwards whole frames only, under the subscribers' lock, so frames
+/// of different publishers never interleave.
+fn copy_frames(
+    mut publisher: TcpStream,
+    subscribers: &Mutex<Vec<TcpStream>>,
+    stop: &AtomicBool,
+) -> io::Result<u64> {
+    let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
+    let mut end = 0;
+    let mut forwarded_bytes = 0u64;
+    loop {
+        if end == buffer.len() {
+            buffer.resize(buffer.len() * 2, 0);
+        }
+        let count = match publisher.read(&mut buffer[end..]) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) if stop.load(Ordering::Acquire) => break,
+            Err(error) => return Err(error),
+        };
+        end += count;
+        let whole = whole_frames_len(&buffer[..end]);
+        if whole > 0 {
+            for subscriber in subscribers.lock().expect("relay lock").iter_mut() {
+                subscriber.write_all(&buffer[..whole])?;
+            }
+            forwarded_bytes += whole as u64;
+            buffer.copy_within(whole..end, 0);
+            end -= whole;
+        }
+    }
+    Ok(forwarded_bytes)
+}
+
+/// Length of the longest prefix of `bytes` made of complete length-prefixed frames.
+fn whole_frames_len(bytes: &[u8]) -> usize {
+    let mut position = 0;
+    while let Some(prefix) = bytes.get(position..position + 4) {
+        let length = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        if position + 4 + length > bytes.len() {
+            break;
+        }
+        position += 4 + length;
+    }
+    position
 }
 
 /// Accepts one connection, polling so a stop request is noticed; `None` when stopped first.
@@ -224,6 +360,54 @@ mod tests {
             }
         }
         drop(publisher);
+        relay.stop().unwrap();
+    }
+
+    #[test]
+    fn whole_frames_stop_before_a_partial_frame() {
+        let mut bytes = encode_frame(b"{}", b"one");
+        let first = bytes.len();
+        bytes.extend_from_slice(&encode_frame(b"{}", b"two"));
+        let two = bytes.len();
+        bytes.extend_from_slice(&encode_frame(b"{}", b"three")[..6]);
+        assert_eq!(whole_frames_len(&bytes), two);
+        assert_eq!(whole_frames_len(&bytes[..first + 2]), first);
+        assert_eq!(whole_frames_len(&[]), 0);
+    }
+
+    #[test]
+    fn relay_fans_two_publishers_out_to_three_subscribers() {
+        let shape = Shape {
+            publishers: 2,
+            subscribers: 3,
+        };
+        let relay = Relay::start_with(None, shape).unwrap();
+        let mut subscribers: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(relay.subscribe_address).unwrap())
+            .collect();
+        let mut publishers: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(relay.publish_address).unwrap())
+            .collect();
+        let mut frames = 0;
+        for index in 0..20u32 {
+            for (which, publisher) in publishers.iter_mut().enumerate() {
+                let frame = encode_frame(format!("{{}}p{which}-{index}").as_bytes(), b"");
+                publisher.write_all(&frame).unwrap();
+                frames += 1;
+            }
+        }
+        drop(publishers);
+        for subscriber in &mut subscribers {
+            let mut received = Vec::new();
+            subscriber.read_to_end(&mut received).unwrap();
+            // Every frame arrives whole: the stream splits into exactly `frames` frames.
+            let mut reader = crate::amps::FrameReader::new(io::Cursor::new(received));
+            let mut count = 0;
+            while let Received::Message(_) = reader.next_frame().unwrap() {
+                count += 1;
+            }
+            assert_eq!(count, frames);
+        }
         relay.stop().unwrap();
     }
 

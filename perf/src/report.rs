@@ -14,7 +14,7 @@ use hdrhistogram::serialization::{Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::LoadResult;
+use crate::load::{LoadConfig, LoadResult, Pace, SlowOutcome};
 use crate::systems::SystemKind;
 
 /// A run is flagged when it achieved less than this share of the target rate.
@@ -176,28 +176,46 @@ impl Percentiles {
     }
 }
 
-/// The summary of one (system × rate × size) measurement.
+/// The summary of one (scenario × system × rate × size) measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct CombinationResult {
+    /// Which scenario (and variant) this row belongs to: `latency`, `pubsub-10sub`, ...
+    pub scenario: String,
     /// The system measured.
     pub system: SystemKind,
-    /// Target publish rate.
+    /// Target publish rate (open loop; 0 for closed loop).
     pub rate_per_second: u64,
     /// Payload size.
     pub payload_size_bytes: usize,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Subscriber connections (the slow one included).
+    pub subscribers: usize,
+    /// Messages sent back to back at each scheduled instant.
+    pub burst: u64,
+    /// Open loop, or closed loop with its window.
+    pub pace: Pace,
     /// `None` when the measurement could not run (see `error`).
     pub latency_us: Option<Percentiles>,
-    /// Latencies recorded (in-order messages after the warm-up).
+    /// (percentile, µs) points of the latency distribution, for the plot.
+    pub percentile_curve: Vec<(f64, f64)>,
+    /// Latencies recorded (in-order messages after the warm-up, over all healthy subscribers).
     pub recorded: u64,
     /// Send rate achieved over the measurement window.
     pub achieved_rate_per_second: f64,
+    /// Deliveries per second to the healthy subscribers over the measurement window.
+    pub delivered_per_second: f64,
+    /// Wire bytes per second into the server.
+    pub bytes_in_per_second: f64,
+    /// Wire bytes per second out of the server (to the healthy subscribers).
+    pub bytes_out_per_second: f64,
     /// Messages sent, warm-up included.
     pub sent: u64,
     /// Messages sent after the warm-up.
     pub sent_measured: u64,
-    /// Payloads received, warm-up included.
+    /// Payloads received by the healthy subscribers, warm-up included (M × sent when complete).
     pub received: u64,
-    /// Messages sent but never received before the drain deadline.
+    /// Deliveries expected but not received before the drain deadline.
     pub lost: u64,
     /// Duplicated or reordered messages.
     pub out_of_order: u64,
@@ -205,6 +223,8 @@ pub struct CombinationResult {
     pub corrupt: u64,
     /// Largest publisher lag behind its schedule, in µs.
     pub send_lag_us_max: f64,
+    /// The slow subscriber's fate, in slow-subscriber runs.
+    pub slow_subscriber: Option<SlowOutcome>,
     /// CPU taken by other processes and the hypervisor during the measurement.
     pub noise: Option<crate::noise::Noise>,
     /// Reasons not to trust this row (rate missed, loss, reordering, pinning, ...).
@@ -213,25 +233,122 @@ pub struct CombinationResult {
     pub error: Option<String>,
 }
 
+/// The shape of one measurement, as recorded with its result.
+#[derive(Clone, Debug)]
+pub struct Combination {
+    /// Scenario label.
+    pub scenario: String,
+    /// System measured.
+    pub system: SystemKind,
+    /// Target rate (open loop).
+    pub rate_per_second: u64,
+    /// Payload size.
+    pub payload_size_bytes: usize,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Burst size.
+    pub burst: u64,
+    /// Pacing.
+    pub pace: Pace,
+}
+
+impl Combination {
+    /// The shape of a measurement of `system` with `config`.
+    pub fn of(scenario: &str, system: SystemKind, config: &LoadConfig) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            system,
+            rate_per_second: if config.pace == Pace::Open {
+                config.rate_per_second
+            } else {
+                0
+            },
+            payload_size_bytes: config.payload_size_bytes,
+            publishers: config.publishers,
+            subscribers: config.subscribers,
+            burst: config.burst,
+            pace: config.pace,
+        }
+    }
+
+    /// One-line description for progress and warning messages.
+    pub fn describe(&self) -> String {
+        let rate = match self.pace {
+            Pace::Open => format!("{} msg/s", self.rate_per_second),
+            Pace::Closed { window } => format!("closed loop (window {window})"),
+        };
+        format!(
+            "{} {} {rate}, {} B, {} pub → {} sub{}",
+            self.scenario,
+            self.system,
+            self.payload_size_bytes,
+            self.publishers,
+            self.subscribers,
+            if self.burst > 1 {
+                format!(", bursts of {}", self.burst)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Latency percentiles from 0 % to 99.999 %, on the log(1/(1−p)) axis: 20 points per decade of
+/// nines, up to the resolution the sample count supports, then the maximum.
+pub fn percentile_curve(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    let nines_max = (histogram.len() as f64).log10().min(5.0);
+    let mut points = Vec::new();
+    let steps = (nines_max * 20.0).floor() as u32;
+    for step in 0..=steps {
+        let nines = f64::from(step) / 20.0;
+        let quantile = 1.0 - 10f64.powf(-nines);
+        points.push((
+            quantile * 100.0,
+            histogram.value_at_quantile(quantile) as f64 / 1_000.0,
+        ));
+    }
+    let last_quantile = 1.0 - 10f64.powf(-nines_max);
+    points.push((last_quantile * 100.0, histogram.max() as f64 / 1_000.0));
+    points
+}
+
 impl CombinationResult {
     /// Summarises a finished measurement and flags what makes it suspect.
-    pub fn from_load(
-        system: SystemKind,
-        rate_per_second: u64,
-        payload_size_bytes: usize,
-        load: &LoadResult,
-    ) -> Self {
+    pub fn from_load(combination: &Combination, load: &LoadResult) -> Self {
         let mut warnings = load.problems.clone();
-        let shortfall = 1.0 - load.achieved_rate_per_second / rate_per_second as f64;
-        if shortfall > RATE_SHORTFALL_TOLERANCE {
-            warnings.push(format!(
-                "target rate missed: achieved {:.0} of {rate_per_second} msg/s ({:.1} % short)",
-                load.achieved_rate_per_second,
-                shortfall * 100.0
-            ));
+        if combination.pace == Pace::Open {
+            let rate = combination.rate_per_second;
+            let shortfall = 1.0 - load.achieved_rate_per_second / rate as f64;
+            if shortfall > RATE_SHORTFALL_TOLERANCE {
+                warnings.push(format!(
+                    "target rate missed: achieved {:.0} of {rate} msg/s ({:.1} % short)",
+                    load.achieved_rate_per_second,
+                    shortfall * 100.0
+                ));
+            }
+            // The publisher kept its schedule but the subscribers got the messages more slowly:
+            // the server fell behind and queued, and latency measures its backlog.
+            let expected = load.achieved_rate_per_second * load.healthy_subscribers as f64;
+            if load.delivered_per_second > 0.0
+                && load.delivered_per_second < expected * (1.0 - RATE_SHORTFALL_TOLERANCE)
+            {
+                warnings.push(format!(
+                    "server fell behind: delivered {:.0} of the {expected:.0} deliveries/s sent; the backlog grew during the run",
+                    load.delivered_per_second
+                ));
+            }
         }
         if load.lost > 0 {
-            warnings.push(format!("{} of {} messages lost", load.lost, load.sent));
+            warnings.push(format!(
+                "{} of {} deliveries lost",
+                load.lost,
+                load.received + load.lost
+            ));
         }
         if load.out_of_order > 0 {
             warnings.push(format!(
@@ -246,13 +363,14 @@ impl CombinationResult {
             ));
         }
         Self {
-            system,
-            rate_per_second,
-            payload_size_bytes,
             latency_us: (!load.histogram.is_empty())
                 .then(|| Percentiles::from_histogram(&load.histogram)),
+            percentile_curve: percentile_curve(&load.histogram),
             recorded: load.histogram.len(),
             achieved_rate_per_second: load.achieved_rate_per_second,
+            delivered_per_second: load.delivered_per_second,
+            bytes_in_per_second: load.bytes_in_per_second,
+            bytes_out_per_second: load.bytes_out_per_second,
             sent: load.sent,
             sent_measured: load.sent_measured,
             received: load.received,
@@ -260,10 +378,16 @@ impl CombinationResult {
             out_of_order: load.out_of_order,
             corrupt: load.corrupt,
             send_lag_us_max: load.send_lag_ns_max as f64 / 1_000.0,
-            noise: None,
+            slow_subscriber: load.slow,
             warnings,
-            error: None,
+            ..Self::failed(combination, String::new())
         }
+        .with_error(None)
+    }
+
+    fn with_error(mut self, error: Option<String>) -> Self {
+        self.error = error;
+        self
     }
 
     /// True when other processes used enough CPU during the measurement to distort it.
@@ -274,19 +398,23 @@ impl CombinationResult {
     }
 
     /// A row for a measurement that could not run.
-    pub fn failed(
-        system: SystemKind,
-        rate_per_second: u64,
-        payload_size_bytes: usize,
-        error: String,
-    ) -> Self {
+    pub fn failed(combination: &Combination, error: String) -> Self {
         Self {
-            system,
-            rate_per_second,
-            payload_size_bytes,
+            scenario: combination.scenario.clone(),
+            system: combination.system,
+            rate_per_second: combination.rate_per_second,
+            payload_size_bytes: combination.payload_size_bytes,
+            publishers: combination.publishers,
+            subscribers: combination.subscribers,
+            burst: combination.burst,
+            pace: combination.pace,
             latency_us: None,
+            percentile_curve: Vec::new(),
             recorded: 0,
             achieved_rate_per_second: 0.0,
+            delivered_per_second: 0.0,
+            bytes_in_per_second: 0.0,
+            bytes_out_per_second: 0.0,
             sent: 0,
             sent_measured: 0,
             received: 0,
@@ -294,16 +422,42 @@ impl CombinationResult {
             out_of_order: 0,
             corrupt: 0,
             send_lag_us_max: 0.0,
+            slow_subscriber: None,
             noise: None,
             warnings: vec![format!("measurement failed: {error}")],
             error: Some(error),
         }
     }
+
+    /// The row's identity for files and messages: `<system>-<rate>-<size>` for the latency
+    /// probe, prefixed with the scenario otherwise.
+    pub fn file_stem(&self) -> String {
+        let base = format!(
+            "{}-{}-{}",
+            self.system, self.rate_per_second, self.payload_size_bytes
+        );
+        if self.scenario == LATENCY_SCENARIO {
+            base
+        } else {
+            format!("{}-{base}", self.scenario)
+        }
+    }
+
+    /// True for rows measured closed loop (their latency is not coordinated-omission correct).
+    pub fn is_closed_loop(&self) -> bool {
+        matches!(self.pace, Pace::Closed { .. })
+    }
 }
 
-/// How one system compares with another at the same rate and size (numerator / denominator).
+/// The scenario label of `tachyon-bench latency` rows.
+pub const LATENCY_SCENARIO: &str = "latency";
+
+/// How one system compares with another in the same scenario, rate and size
+/// (numerator / denominator).
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
+    /// Scenario label of both measurements.
+    pub scenario: String,
     /// The system being judged.
     pub numerator: SystemKind,
     /// The reference system.
@@ -312,12 +466,18 @@ pub struct Ratio {
     pub rate_per_second: u64,
     /// Payload size of both measurements.
     pub payload_size_bytes: usize,
-    /// p50 ratio.
+    /// p50 ratio (latency; for closed-loop rows, delivered msg/s instead).
     pub p50: f64,
     /// p90 ratio.
     pub p90: f64,
+    /// p99 ratio.
+    pub p99: f64,
+    /// p99.9 ratio.
+    pub p99_9: f64,
     /// numerator p50 − denominator p50, in µs.
     pub p50_added_us: f64,
+    /// Closed loop only: numerator delivered msg/s ÷ denominator delivered msg/s.
+    pub throughput: Option<f64>,
     /// True when either measurement ran with noisy background load (see `noise.rs`).
     pub noisy: bool,
 }
@@ -332,35 +492,51 @@ const RATIO_PAIRS: [(SystemKind, SystemKind); 3] = [
 
 /// Computes every available ratio; pairs come from the same run, so noise drift hits both.
 pub fn ratios(results: &[CombinationResult]) -> Vec<Ratio> {
-    let find = |system, rate, size| {
+    let find = |scenario: &str, system, rate, size| {
         results.iter().find(|result| {
-            result.system == system
+            result.scenario == scenario
+                && result.system == system
                 && result.rate_per_second == rate
                 && result.payload_size_bytes == size
         })
     };
-    let mut combinations: Vec<(u64, usize)> = results
-        .iter()
-        .map(|result| (result.rate_per_second, result.payload_size_bytes))
-        .collect();
-    combinations.dedup();
+    let mut combinations: Vec<(String, u64, usize)> = Vec::new();
+    for result in results {
+        let key = (
+            result.scenario.clone(),
+            result.rate_per_second,
+            result.payload_size_bytes,
+        );
+        if !combinations.contains(&key) {
+            combinations.push(key);
+        }
+    }
     let mut ratios = Vec::new();
-    for (rate, size) in combinations {
+    for (scenario, rate, size) in combinations {
         for (numerator, denominator) in RATIO_PAIRS {
-            let (Some(top_result), Some(bottom_result)) =
-                (find(numerator, rate, size), find(denominator, rate, size))
-            else {
+            let (Some(top_result), Some(bottom_result)) = (
+                find(&scenario, numerator, rate, size),
+                find(&scenario, denominator, rate, size),
+            ) else {
                 continue;
             };
             if let (Some(top), Some(bottom)) = (top_result.latency_us, bottom_result.latency_us) {
                 ratios.push(Ratio {
+                    scenario: scenario.clone(),
                     numerator,
                     denominator,
                     rate_per_second: rate,
                     payload_size_bytes: size,
                     p50: top.p50 / bottom.p50,
                     p90: top.p90 / bottom.p90,
+                    p99: top.p99 / bottom.p99,
+                    p99_9: top.p99_9 / bottom.p99_9,
                     p50_added_us: top.p50 - bottom.p50,
+                    throughput: (top_result.is_closed_loop()
+                        && bottom_result.delivered_per_second > 0.0)
+                        .then(|| {
+                            top_result.delivered_per_second / bottom_result.delivered_per_second
+                        }),
                     noisy: top_result.is_noisy() || bottom_result.is_noisy(),
                 });
             }
@@ -369,72 +545,169 @@ pub fn ratios(results: &[CombinationResult]) -> Vec<Ratio> {
     ratios
 }
 
-/// Renders the results table.
+/// Renders the latency tables, one per scenario (closed-loop rows go to [`throughput_table`]).
 pub fn results_table(results: &[CombinationResult]) -> String {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "latency in µs from each message's scheduled send time; rate and achieved in msg/s; size in bytes; \
+        "latency in µs from each message's scheduled send time (over all healthy subscribers); rate and \
+         achieved in msg/s; size in bytes; lost = deliveries missing after the drain; \
          bg% = CPU other processes used meanwhile (% of one core)"
     );
-    let _ = writeln!(
-        table,
-        "{:<8} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6} {:>5}",
-        "system",
-        "rate",
-        "size",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "p99.99",
-        "max",
-        "achieved",
-        "sent",
-        "received",
-        "lost",
-        "bg%"
-    );
-    for result in results {
-        let rate = short_count(result.rate_per_second);
-        match result.latency_us {
-            Some(latency) => {
-                let _ = writeln!(
-                    table,
-                    "{:<8} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.0} {:>8} {:>8} {:>6} {:>5}{}",
-                    result.system,
-                    rate,
-                    result.payload_size_bytes,
-                    latency.p50,
-                    latency.p90,
-                    latency.p99,
-                    latency.p99_9,
-                    latency.p99_99,
-                    latency.max,
-                    result.achieved_rate_per_second,
-                    result.sent,
-                    result.received,
-                    result.lost,
-                    result.noise.map_or_else(|| "?".to_owned(), |noise| format!("{:.0}", noise.background_cpu_percent)),
-                    if result.warnings.is_empty() { "" } else { "  !" },
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    table,
-                    "{:<8} {:>6} {:>5}  FAILED: {}",
-                    result.system,
-                    rate,
-                    result.payload_size_bytes,
-                    result.error.as_deref().unwrap_or("no messages recorded")
-                );
+    for scenario in scenarios_in(results) {
+        let rows: Vec<&CombinationResult> = results
+            .iter()
+            .filter(|result| result.scenario == scenario && !result.is_closed_loop())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(table, "\n[{scenario}]");
+        let _ = writeln!(
+            table,
+            "{:<8} {:>4} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>6} {:>5}",
+            "system",
+            "subs",
+            "rate",
+            "size",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "p99.99",
+            "max",
+            "achieved",
+            "sent",
+            "received",
+            "lost",
+            "bg%"
+        );
+        for result in rows {
+            let rate = short_count(result.rate_per_second);
+            match result.latency_us {
+                Some(latency) => {
+                    let _ = writeln!(
+                        table,
+                        "{:<8} {:>4} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.0} {:>8} {:>9} {:>6} {:>5}{}",
+                        result.system,
+                        result.subscribers,
+                        rate,
+                        result.payload_size_bytes,
+                        latency.p50,
+                        latency.p90,
+                        latency.p99,
+                        latency.p99_9,
+                        latency.p99_99,
+                        latency.max,
+                        result.achieved_rate_per_second,
+                        result.sent,
+                        result.received,
+                        result.lost,
+                        result.noise.map_or_else(|| "?".to_owned(), |noise| format!("{:.0}", noise.background_cpu_percent)),
+                        if result.warnings.is_empty() { "" } else { "  !" },
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        table,
+                        "{:<8} {:>4} {:>6} {:>5}  FAILED: {}",
+                        result.system,
+                        result.subscribers,
+                        rate,
+                        result.payload_size_bytes,
+                        result.error.as_deref().unwrap_or("no messages recorded")
+                    );
+                }
             }
         }
     }
     table
 }
 
-/// Renders the ratio table, with the Tachyon target verdict on Tachyon/relay rows.
+/// Renders the closed-loop rows: rates in and out; empty when there are none.
+pub fn throughput_table(results: &[CombinationResult]) -> String {
+    let rows: Vec<&CombinationResult> = results
+        .iter()
+        .filter(|result| result.is_closed_loop())
+        .collect();
+    let mut table = String::new();
+    if rows.is_empty() {
+        return table;
+    }
+    let window = rows.iter().find_map(|result| match result.pace {
+        Pace::Closed { window } => Some(window),
+        Pace::Open => None,
+    });
+    let _ = writeln!(
+        table,
+        "max throughput: closed loop (each publisher sends as fast as the server takes messages, at most {} \
+         in flight); in = publishers → server, out = server → subscribers; MB = 10^6 wire bytes \
+         (framing and headers included)",
+        window.unwrap_or(0)
+    );
+    let _ = writeln!(
+        table,
+        "{:<20} {:<8} {:>4} {:>5} {:>11} {:>8} {:>11} {:>8} {:>8} {:>6} {:>5}",
+        "scenario",
+        "system",
+        "subs",
+        "size",
+        "in msg/s",
+        "in MB/s",
+        "out msg/s",
+        "out MB/s",
+        "p50 µs",
+        "lost",
+        "bg%"
+    );
+    for result in rows {
+        if let Some(error) = &result.error {
+            let _ = writeln!(
+                table,
+                "{:<20} {:<8} {:>4} {:>5}  FAILED: {error}",
+                result.scenario, result.system, result.subscribers, result.payload_size_bytes
+            );
+            continue;
+        }
+        let _ = writeln!(
+            table,
+            "{:<20} {:<8} {:>4} {:>5} {:>11.0} {:>8.1} {:>11.0} {:>8.1} {:>8.1} {:>6} {:>5}{}",
+            result.scenario,
+            result.system,
+            result.subscribers,
+            result.payload_size_bytes,
+            result.achieved_rate_per_second,
+            result.bytes_in_per_second / 1e6,
+            result.delivered_per_second,
+            result.bytes_out_per_second / 1e6,
+            result.latency_us.map_or(0.0, |latency| latency.p50),
+            result.lost,
+            result.noise.map_or_else(
+                || "?".to_owned(),
+                |noise| format!("{:.0}", noise.background_cpu_percent)
+            ),
+            if result.warnings.is_empty() {
+                ""
+            } else {
+                "  !"
+            },
+        );
+    }
+    table
+}
+
+/// Scenario labels in first-seen order.
+fn scenarios_in(results: &[CombinationResult]) -> Vec<String> {
+    let mut scenarios: Vec<String> = Vec::new();
+    for result in results {
+        if !scenarios.contains(&result.scenario) {
+            scenarios.push(result.scenario.clone());
+        }
+    }
+    scenarios
+}
+
+/// Renders the ratio table, with the Tachyon target verdict on latency Tachyon/relay rows.
 pub fn ratios_table(ratios: &[Ratio]) -> String {
     let mut table = String::new();
     if ratios.is_empty() {
@@ -442,34 +715,114 @@ pub fn ratios_table(ratios: &[Ratio]) -> String {
     }
     let _ = writeln!(
         table,
-        "{:<16} {:>6} {:>5} {:>8} {:>8} {:>14}",
-        "ratio", "rate", "size", "p50", "p90", "p50 added µs"
+        "{:<20} {:<13} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>10} {:>12}",
+        "scenario", "ratio", "rate", "size", "p50", "p90", "p99", "p99.9", "p50 +µs", "throughput"
     );
     for ratio in ratios {
-        let verdict =
-            if ratio.numerator == SystemKind::Tachyon && ratio.denominator == SystemKind::Relay {
-                if ratio.p50_added_us <= TACHYON_ADDED_P50_TARGET_US {
-                    format!("  target ≤ {TACHYON_ADDED_P50_TARGET_US} µs: met")
-                } else {
-                    format!("  target ≤ {TACHYON_ADDED_P50_TARGET_US} µs: MISSED")
-                }
+        let verdict = if ratio.numerator == SystemKind::Tachyon
+            && ratio.denominator == SystemKind::Relay
+            && ratio.throughput.is_none()
+        {
+            if ratio.p50_added_us <= TACHYON_ADDED_P50_TARGET_US {
+                format!("  target ≤ {TACHYON_ADDED_P50_TARGET_US} µs: met")
             } else {
-                String::new()
-            };
+                format!("  target ≤ {TACHYON_ADDED_P50_TARGET_US} µs: MISSED")
+            }
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             table,
-            "{:<16} {:>6} {:>5} {:>8.2} {:>8.2} {:>14.1}{verdict}{}",
+            "{:<20} {:<13} {:>6} {:>5} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>10.1} {:>12}{verdict}{}",
+            ratio.scenario,
             format!("{}/{}", ratio.numerator, ratio.denominator),
-            short_count(ratio.rate_per_second),
+            if ratio.throughput.is_some() {
+                "closed".to_owned()
+            } else {
+                short_count(ratio.rate_per_second)
+            },
             ratio.payload_size_bytes,
             ratio.p50,
             ratio.p90,
+            ratio.p99,
+            ratio.p99_9,
             ratio.p50_added_us,
+            ratio
+                .throughput
+                .map_or_else(|| "-".to_owned(), |value| format!("{value:.2}×")),
             if ratio.noisy {
                 "  (noisy: bg > 20 %)"
             } else {
                 ""
             },
+        );
+    }
+    table
+}
+
+/// The slow-subscriber comparison: each system's healthy subscribers with every subscriber
+/// reading (`baseline`) and with one stalled (`stalled`), side by side.
+pub fn slow_subscriber_table(
+    results: &[CombinationResult],
+    baseline: &str,
+    stalled: &str,
+) -> String {
+    let mut table = String::new();
+    let pairs: Vec<(&CombinationResult, &CombinationResult)> = results
+        .iter()
+        .filter(|result| result.scenario == baseline)
+        .filter_map(|base| {
+            results
+                .iter()
+                .find(|other| {
+                    other.scenario == stalled
+                        && other.system == base.system
+                        && other.payload_size_bytes == base.payload_size_bytes
+                        && other.rate_per_second == base.rate_per_second
+                })
+                .map(|stall| (base, stall))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return table;
+    }
+    let _ = writeln!(
+        table,
+        "slow subscriber: healthy subscribers' latency (µs) with every subscriber reading vs one stalled"
+    );
+    let _ = writeln!(
+        table,
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6} {:>14}",
+        "system",
+        "base p99",
+        "stall p99",
+        "base 99.9",
+        "stall 99.9",
+        "p99.9 ×",
+        "lost",
+        "slow dropped?"
+    );
+    for (base, stall) in pairs {
+        let (Some(before), Some(after)) = (base.latency_us, stall.latency_us) else {
+            let _ = writeln!(table, "{:<8}  (a run failed; see above)", base.system);
+            continue;
+        };
+        let dropped = match stall.slow_subscriber {
+            Some(slow) if slow.disconnected => "disconnected".to_owned(),
+            Some(slow) => format!("no ({:.1} MB late)", slow.backlog_bytes_read as f64 / 1e6),
+            None => "?".to_owned(),
+        };
+        let _ = writeln!(
+            table,
+            "{:<8} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.2} {:>6} {:>14}",
+            base.system,
+            before.p99,
+            after.p99,
+            before.p99_9,
+            after.p99_9,
+            after.p99_9 / before.p99_9,
+            stall.lost,
+            dropped
         );
     }
     table
@@ -497,7 +850,7 @@ pub struct RunReport {
     pub environment: Environment,
     /// Rates, sizes, durations, placement and binaries used.
     pub settings: serde_json::Value,
-    /// One entry per system × rate × size.
+    /// One entry per scenario × system × rate × size.
     pub results: Vec<CombinationResult>,
     /// Comparisons between systems at equal rate and size.
     pub ratios: Vec<Ratio>,
@@ -517,10 +870,7 @@ pub fn write_histogram(
     histogram: &Histogram<u64>,
 ) -> Result<PathBuf> {
     fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
-    let path = directory.join(format!(
-        "{}-{}-{}.hdr",
-        result.system, result.rate_per_second, result.payload_size_bytes
-    ));
+    let path = directory.join(format!("{}.hdr", result.file_stem()));
     let mut writer = BufWriter::new(
         File::create(&path).with_context(|| format!("creating {}", path.display()))?,
     );
@@ -580,29 +930,40 @@ mod tests {
             out_of_order,
             corrupt: 0,
             achieved_rate_per_second: achieved,
+            delivered_per_second: achieved,
+            bytes_in_per_second: achieved * 200.0,
+            bytes_out_per_second: achieved * 220.0,
             send_lag_ns_max: 0,
+            slow: None,
+            healthy_subscribers: 1,
             problems: Vec::new(),
         }
     }
 
+    fn combination(scenario: &str, system: SystemKind, size: usize) -> Combination {
+        let config = LoadConfig {
+            payload_size_bytes: size,
+            ..LoadConfig::default()
+        };
+        Combination::of(scenario, system, &config)
+    }
+
     #[test]
     fn warnings_flag_rate_shortfall_loss_and_reordering() {
-        let clean = CombinationResult::from_load(
-            SystemKind::Relay,
-            10_000,
-            128,
-            &load_result(9_900.0, 0, 0),
-        );
+        let relay = combination(LATENCY_SCENARIO, SystemKind::Relay, 128);
+        let clean = CombinationResult::from_load(&relay, &load_result(9_900.0, 0, 0));
         assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
         let latency = clean.latency_us.unwrap();
         assert!((latency.p50 - 500.0).abs() < 1.0, "{latency:?}");
-        let bad = CombinationResult::from_load(
-            SystemKind::Relay,
-            10_000,
-            128,
-            &load_result(9_000.0, 3, 2),
-        );
+        assert_eq!(clean.error, None);
+        assert!(!clean.percentile_curve.is_empty());
+        let bad = CombinationResult::from_load(&relay, &load_result(9_000.0, 3, 2));
         assert_eq!(bad.warnings.len(), 3, "{:?}", bad.warnings);
+        let mut behind = load_result(10_000.0, 0, 0);
+        behind.delivered_per_second = 6_000.0;
+        let behind = CombinationResult::from_load(&relay, &behind);
+        assert_eq!(behind.warnings.len(), 1, "{:?}", behind.warnings);
+        assert!(behind.warnings[0].contains("fell behind"));
     }
 
     #[test]
@@ -613,8 +974,10 @@ mod tests {
             (SystemKind::Relay, 1.0),
             (SystemKind::Nats, 4.0),
         ] {
-            let mut result =
-                CombinationResult::from_load(system, 10_000, 128, &load_result(10_000.0, 0, 0));
+            let mut result = CombinationResult::from_load(
+                &combination("pubsub-1sub", system, 128),
+                &load_result(10_000.0, 0, 0),
+            );
             let latency = result.latency_us.as_mut().unwrap();
             latency.p50 = 10.0 * scale;
             latency.p90 = 20.0 * scale;
@@ -629,6 +992,71 @@ mod tests {
         assert_eq!(ratios[1].p50, 0.5);
         assert!(ratios_table(&ratios).contains("met"));
         assert!(results_table(&results).contains("tachyon"));
+        assert!(results_table(&results).contains("[pubsub-1sub]"));
+        // A different scenario never pairs with these.
+        let mut other = results[1].clone();
+        other.scenario = "pubsub-10sub".to_owned();
+        results.push(other);
+        assert_eq!(super::ratios(&results).len(), 3);
+    }
+
+    #[test]
+    fn percentile_curve_runs_from_zero_to_the_max() {
+        let load = load_result(10_000.0, 0, 0);
+        let curve = percentile_curve(&load.histogram);
+        assert_eq!(curve.first().unwrap().0, 0.0);
+        // 1,000 samples resolve three nines.
+        assert!((curve.last().unwrap().0 - 99.9).abs() < 1e-9, "{curve:?}");
+        assert!((curve.last().unwrap().1 - 1_000.0).abs() < 1.0, "{curve:?}");
+        assert!(curve.windows(2).all(|pair| pair[0].1 <= pair[1].1));
+    }
+
+    #[test]
+    fn closed_loop_rows_go_to_the_throughput_table_with_ratios() {
+        let mut results = Vec::new();
+        for (system, rate) in [
+            (SystemKind::Tachyon, 50_000.0),
+            (SystemKind::Relay, 100_000.0),
+        ] {
+            let config = LoadConfig {
+                pace: Pace::Closed { window: 1_000 },
+                ..LoadConfig::default()
+            };
+            let combination = Combination::of("throughput-1sub", system, &config);
+            results.push(CombinationResult::from_load(
+                &combination,
+                &load_result(rate, 0, 0),
+            ));
+        }
+        // No rate warning for a closed loop.
+        assert!(results[0].warnings.is_empty(), "{:?}", results[0].warnings);
+        let table = throughput_table(&results);
+        assert!(table.contains("closed loop"), "{table}");
+        assert!(table.contains("50000"), "{table}");
+        assert!(!results_table(&results).contains("[throughput-1sub]"));
+        let ratios = super::ratios(&results);
+        assert_eq!(ratios[0].throughput, Some(0.5));
+        assert!(ratios_table(&ratios).contains("0.50×"));
+    }
+
+    #[test]
+    fn slow_subscriber_table_pairs_baseline_and_stalled_runs() {
+        let mut base = CombinationResult::from_load(
+            &combination("slow-sub-baseline", SystemKind::Tachyon, 1024),
+            &load_result(10_000.0, 0, 0),
+        );
+        base.latency_us.as_mut().unwrap().p99_9 = 100.0;
+        let mut stalled = base.clone();
+        stalled.scenario = "slow-sub-stalled".to_owned();
+        stalled.latency_us.as_mut().unwrap().p99_9 = 150.0;
+        stalled.slow_subscriber = Some(SlowOutcome {
+            disconnected: true,
+            backlog_bytes_read: 0,
+        });
+        let table =
+            slow_subscriber_table(&[base, stalled], "slow-sub-baseline", "slow-sub-stalled");
+        assert!(table.contains("1.50"), "{table}");
+        assert!(table.contains("disconnected"), "{table}");
     }
 
     #[test]
@@ -636,9 +1064,17 @@ mod tests {
         let directory =
             std::env::temp_dir().join(format!("tachyon-bench-hdr-{}", std::process::id()));
         let load = load_result(10_000.0, 0, 0);
-        let result = CombinationResult::from_load(SystemKind::Nats, 10_000, 1024, &load);
+        let result = CombinationResult::from_load(
+            &combination(LATENCY_SCENARIO, SystemKind::Nats, 1024),
+            &load,
+        );
         let path = write_histogram(&directory, &result, &load.histogram).unwrap();
         assert!(path.ends_with("nats-10000-1024.hdr"));
+        let scenario_result = CombinationResult::from_load(
+            &combination("pubsub-10sub", SystemKind::Nats, 1024),
+            &load,
+        );
+        assert_eq!(scenario_result.file_stem(), "pubsub-10sub-nats-10000-1024");
         let mut reader = File::open(&path).unwrap();
         let read_back: Histogram<u64> = Deserializer::new().deserialize(&mut reader).unwrap();
         fs::remove_dir_all(&directory).unwrap();

@@ -95,6 +95,37 @@ pub struct SystemOptions {
     pub server_core: Option<usize>,
 }
 
+/// What one measurement needs from a fresh server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerParams {
+    /// Publisher and subscriber connections (the relay waits for exactly these).
+    pub shape: crate::relay::Shape,
+    /// Tachyon's `[limits] client_outbound_bytes_max` (bytes queued for one client before it is
+    /// disconnected as a slow consumer), written into the config the benchmark generates.
+    pub client_outbound_bytes_max: usize,
+}
+
+/// Tachyon's default `[limits] client_outbound_bytes_max`: 64 MiB.
+pub const CLIENT_OUTBOUND_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+impl Default for ServerParams {
+    fn default() -> Self {
+        Self {
+            shape: crate::relay::Shape::default(),
+            client_outbound_bytes_max: CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// The Tachyon config file the benchmark writes for one run.
+pub fn tachyon_config(data_dir: &Path, address: SocketAddr, params: &ServerParams) -> String {
+    format!(
+        "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n\n[limits]\nclient_outbound_bytes_max = {}\n",
+        data_dir.display(),
+        params.client_outbound_bytes_max
+    )
+}
+
 /// A started system; [`RunningSystem::stop`] (or drop) shuts it down.
 pub struct RunningSystem {
     /// Where to connect.
@@ -125,8 +156,18 @@ impl RunningSystem {
     }
 }
 
-/// Starts `kind` and waits until it accepts connections.
+/// Starts `kind` for one publisher and one subscriber and waits until it accepts connections.
+#[cfg(test)]
 pub fn start(kind: SystemKind, options: &SystemOptions) -> Result<RunningSystem> {
+    start_with(kind, options, &ServerParams::default())
+}
+
+/// Starts `kind` for the connections and limits in `params`; waits until it accepts connections.
+pub fn start_with(
+    kind: SystemKind,
+    options: &SystemOptions,
+    params: &ServerParams,
+) -> Result<RunningSystem> {
     match kind {
         SystemKind::Relay if options.relay_binary.is_some() => {
             let scratch = ScratchDir::create("relay")?;
@@ -138,7 +179,11 @@ pub fn start(kind: SystemKind, options: &SystemOptions) -> Result<RunningSystem>
                 .arg("--publish")
                 .arg(publish_address.to_string())
                 .arg("--subscribe")
-                .arg(subscribe_address.to_string());
+                .arg(subscribe_address.to_string())
+                .arg("--publishers")
+                .arg(params.shape.publishers.to_string())
+                .arg("--subscribers")
+                .arg(params.shape.subscribers.to_string());
             let mut process = ServerProcess::spawn("relay", command, scratch, options.server_core)?;
             // Not a connect probe: the relay would take the probe for its one publisher or
             // subscriber. It says when it listens instead.
@@ -154,7 +199,10 @@ pub fn start(kind: SystemKind, options: &SystemOptions) -> Result<RunningSystem>
             })
         }
         SystemKind::Relay => {
-            let relay = Relay::start(options.server_core.map(|id| core_affinity::CoreId { id }))?;
+            let relay = Relay::start_with(
+                options.server_core.map(|id| core_affinity::CoreId { id }),
+                params.shape,
+            )?;
             let endpoint = Endpoint {
                 protocol: Protocol::RawFrames,
                 publish_address: relay.publish_address,
@@ -169,10 +217,7 @@ pub fn start(kind: SystemKind, options: &SystemOptions) -> Result<RunningSystem>
             let scratch = ScratchDir::create("tachyon")?;
             let address = free_loopback_address()?;
             let config_path = scratch.path.join("tachyon.toml");
-            let config = format!(
-                "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n",
-                scratch.path.join("data").display()
-            );
+            let config = tachyon_config(&scratch.path.join("data"), address, params);
             fs::write(&config_path, config)
                 .with_context(|| format!("writing {}", config_path.display()))?;
             let mut command = Command::new(&options.tachyon_binary);
@@ -422,6 +467,24 @@ mod tests {
         assert_eq!(SystemKind::parse(" relay").unwrap(), SystemKind::Relay);
         assert_eq!(SystemKind::parse("nats").unwrap(), SystemKind::Nats);
         assert!(SystemKind::parse("kafka").is_err());
+    }
+
+    #[test]
+    fn tachyon_config_carries_the_outbound_limit() {
+        let params = ServerParams {
+            client_outbound_bytes_max: 16 * 1024 * 1024,
+            ..ServerParams::default()
+        };
+        let text = tachyon_config(
+            Path::new("/tmp/x"),
+            "127.0.0.1:9007".parse().unwrap(),
+            &params,
+        );
+        assert!(
+            text.contains("[limits]\nclient_outbound_bytes_max = 16777216\n"),
+            "{text}"
+        );
+        assert!(text.contains("amps_tcp = \"127.0.0.1:9007\""), "{text}");
     }
 
     #[test]

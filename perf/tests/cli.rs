@@ -71,3 +71,60 @@ fn missing_tachyon_binary_fails_fast_with_the_fix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cargo build --release"), "{stderr}");
 }
+
+#[test]
+fn scenarios_needing_missing_features_skip_and_succeed() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args(["scenario", "persisted-ack,sow-query"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("skipped: needs the transaction log (not built yet)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped: needs the SOW (not built yet)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn pubsub_scenario_against_the_relay_process_writes_json_and_plot() {
+    let directory =
+        std::env::temp_dir().join(format!("tachyon-bench-scenario-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    let json = directory.join("out.json");
+    let plot = directory.join("plot.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args(["scenario", "pubsub,filtered", "--systems", "relay"])
+        .args(["--rate", "2000", "--sizes", "128", "--subscribers", "1,3"])
+        .args(["--warmup", "0", "--duration", "200ms", "--no-pin"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("[pubsub-3sub]"), "{stdout}");
+    assert!(stdout.contains("relay skipped"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let three = &results[1];
+    assert_eq!(three["scenario"], "pubsub-3sub");
+    assert_eq!(three["sent"], 400, "{three}");
+    assert_eq!(three["received"], 1_200, "{three}");
+    assert_eq!(three["lost"], 0, "{three}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    std::fs::remove_dir_all(&directory).unwrap();
+}

@@ -1,0 +1,500 @@
+//! The scenarios of `tachyon-bench scenario`: what each one measures, expanded into a list of
+//! single measurements (scenario label × system × load), interleaved by system so slow drifts in
+//! background load hit every system alike.
+//!
+//! | name              | what                                                                    |
+//! |-------------------|-------------------------------------------------------------------------|
+//! | `pubsub`          | open-loop latency, 1 publisher → 1 and 10 subscribers, 128 B/1 KiB/16 KiB |
+//! | `filtered`        | 1,000 subscriptions with 5-predicate filters, 2 % match (NATS: subjects) |
+//! | `throughput`      | closed loop (bounded window), msgs/s and MB/s in and out                 |
+//! | `slow-subscriber` | one of 5 subscribers stops reading; the others' tails, with and without  |
+//! | `persisted-ack`   | skipped until the transaction log exists                                 |
+//! | `sow-query`       | skipped until the SOW exists                                             |
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::load::{Fanout, LoadConfig, Pace};
+use crate::relay::Shape;
+use crate::report::Combination;
+use crate::systems::{ServerParams, SystemKind, CLIENT_OUTBOUND_BYTES_MAX_DEFAULT};
+
+/// Every scenario, in the order `all` runs them.
+pub const ALL: [ScenarioKind; 6] = [
+    ScenarioKind::Pubsub,
+    ScenarioKind::Filtered,
+    ScenarioKind::Throughput,
+    ScenarioKind::SlowSubscriber,
+    ScenarioKind::PersistedAck,
+    ScenarioKind::SowQuery,
+];
+
+/// Open-loop rate of the pub/sub latency scenario (per publisher set, not per subscriber).
+pub const PUBSUB_RATE_PER_SECOND: u64 = 5_000;
+/// Subscriber counts of the pub/sub latency scenario.
+pub const PUBSUB_SUBSCRIBERS: [usize; 2] = [1, 10];
+/// Payload sizes of the pub/sub latency scenario.
+pub const PUBSUB_SIZES: [usize; 3] = [128, 1024, 16 * 1024];
+/// Filtered fan-out: subscriber connections × keys = subscriptions (20 × 50 = 1,000); each message
+/// matches one subscription per connection, i.e. 20 of 1,000 = 2 %.
+pub const FILTERED_SUBSCRIBERS: usize = 20;
+/// Keys (= subscriptions per connection) of the filtered fan-out.
+pub const FILTERED_KEYS: u8 = 50;
+/// Open-loop rate of the filtered fan-out (each message reaches 20 connections).
+pub const FILTERED_RATE_PER_SECOND: u64 = 2_000;
+/// Payload size of the filtered fan-out.
+pub const FILTERED_SIZE_BYTES: usize = 1024;
+/// Messages in flight in the closed-loop throughput scenario.
+pub const THROUGHPUT_WINDOW: u64 = 1_000;
+/// Sizes and subscriber counts of the throughput scenario.
+pub const THROUGHPUT_SIZES: [usize; 2] = [128, 1024];
+pub const THROUGHPUT_SUBSCRIBERS: [usize; 2] = [1, 10];
+/// Slow-subscriber scenario: subscribers (the last one stalls), rate, size.
+pub const SLOW_SUBSCRIBERS: usize = 5;
+pub const SLOW_RATE_PER_SECOND: u64 = 5_000;
+pub const SLOW_SIZE_BYTES: usize = 1024;
+/// Tachyon's `client_outbound_bytes_max` in the slow-subscriber scenario: 16 MiB, so that at
+/// ~5 MB/s the stalled subscriber's queue overflows inside a 5 s measurement and the disconnect
+/// itself is part of what the healthy subscribers live through.
+pub const SLOW_OUTBOUND_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Labels of the two slow-subscriber runs.
+pub const SLOW_BASELINE: &str = "slow-sub-baseline";
+pub const SLOW_STALLED: &str = "slow-sub-stalled";
+
+/// One scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScenarioKind {
+    /// Pub→sub latency, 1 and 10 subscribers, three sizes.
+    Pubsub,
+    /// Filtered fan-out.
+    Filtered,
+    /// Closed-loop throughput.
+    Throughput,
+    /// One stalled subscriber.
+    SlowSubscriber,
+    /// Persisted-ack latency (needs the transaction log).
+    PersistedAck,
+    /// SOW query latency (needs the SOW).
+    SowQuery,
+}
+
+impl ScenarioKind {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pubsub => "pubsub",
+            Self::Filtered => "filtered",
+            Self::Throughput => "throughput",
+            Self::SlowSubscriber => "slow-subscriber",
+            Self::PersistedAck => "persisted-ack",
+            Self::SowQuery => "sow-query",
+        }
+    }
+
+    /// Why the scenario cannot run yet, for the ones that need missing features.
+    pub fn skip_reason(self) -> Option<&'static str> {
+        match self {
+            Self::PersistedAck => Some("skipped: needs the transaction log (not built yet)"),
+            Self::SowQuery => Some("skipped: needs the SOW (not built yet)"),
+            _ => None,
+        }
+    }
+}
+
+/// Parses scenario names (`all` expands to every scenario); keeps the order given, no repeats.
+pub fn parse(names: &[String]) -> Result<Vec<ScenarioKind>> {
+    let mut chosen = Vec::new();
+    for name in names {
+        let name = name.trim();
+        let kinds: Vec<ScenarioKind> = if name == "all" {
+            ALL.to_vec()
+        } else {
+            match ALL.iter().find(|kind| kind.name() == name) {
+                Some(&kind) => vec![kind],
+                None => bail!(
+                    "unknown scenario {name:?}: expected all, {}",
+                    ALL.map(ScenarioKind::name).join(", ")
+                ),
+            }
+        };
+        for kind in kinds {
+            if !chosen.contains(&kind) {
+                chosen.push(kind);
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Settings shared by every scenario (from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Systems to measure.
+    pub systems: Vec<SystemKind>,
+    /// Template for every load: warm-up, duration, drain, cores, publishers, burst.
+    pub base: LoadConfig,
+    /// Overrides the scenario's own open-loop rate.
+    pub rate_per_second: Option<u64>,
+    /// Overrides the pub/sub scenario's sizes.
+    pub sizes: Option<Vec<usize>>,
+    /// Overrides the pub/sub scenario's subscriber counts.
+    pub subscribers: Option<Vec<usize>>,
+    /// Tachyon's outbound limit in the slow-subscriber scenario.
+    pub slow_outbound_bytes_max: usize,
+    /// Smaller matrices (one size) for a quick pass.
+    pub smoke: bool,
+}
+
+/// One measurement to run.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// What is recorded with the result.
+    pub combination: Combination,
+    /// The load.
+    pub config: LoadConfig,
+    /// What the fresh server is started with.
+    pub params: ServerParams,
+}
+
+/// A scenario expanded into measurements, plus what to tell the reader about it.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Measurements, systems interleaved within each combination.
+    pub measurements: Vec<Planned>,
+    /// Lines printed with the report (skips, equivalences, caveats).
+    pub notes: Vec<String>,
+}
+
+/// Expands the chosen scenarios.
+pub fn plan(kinds: &[ScenarioKind], settings: &Settings) -> Plan {
+    let mut plan = Plan::default();
+    for &kind in kinds {
+        if let Some(reason) = kind.skip_reason() {
+            plan.notes.push(format!("{}: {reason}", kind.name()));
+            continue;
+        }
+        match kind {
+            ScenarioKind::Pubsub => plan_pubsub(&mut plan, settings),
+            ScenarioKind::Filtered => plan_filtered(&mut plan, settings),
+            ScenarioKind::Throughput => plan_throughput(&mut plan, settings),
+            ScenarioKind::SlowSubscriber => plan_slow(&mut plan, settings),
+            ScenarioKind::PersistedAck | ScenarioKind::SowQuery => {}
+        }
+    }
+    plan
+}
+
+fn push(
+    plan: &mut Plan,
+    label: &str,
+    systems: &[SystemKind],
+    config: LoadConfig,
+    outbound_bytes_max: usize,
+) {
+    for &system in systems {
+        let params = ServerParams {
+            shape: Shape {
+                publishers: config.publishers,
+                subscribers: config.subscribers,
+            },
+            client_outbound_bytes_max: outbound_bytes_max,
+        };
+        plan.measurements.push(Planned {
+            combination: Combination::of(label, system, &config),
+            config: config.clone(),
+            params,
+        });
+    }
+}
+
+fn plan_pubsub(plan: &mut Plan, settings: &Settings) {
+    let sizes = settings.sizes.clone().unwrap_or_else(|| {
+        if settings.smoke {
+            vec![128]
+        } else {
+            PUBSUB_SIZES.to_vec()
+        }
+    });
+    let subscriber_counts = settings
+        .subscribers
+        .clone()
+        .unwrap_or_else(|| PUBSUB_SUBSCRIBERS.to_vec());
+    let rate = settings.rate_per_second.unwrap_or(PUBSUB_RATE_PER_SECOND);
+    for &subscribers in &subscriber_counts {
+        for &size in &sizes {
+            let config = LoadConfig {
+                rate_per_second: rate,
+                payload_size_bytes: size,
+                subscribers,
+                ..settings.base.clone()
+            };
+            let label = format!("pubsub-{subscribers}sub");
+            push(
+                plan,
+                &label,
+                &settings.systems,
+                config,
+                CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
+            );
+        }
+    }
+}
+
+fn plan_filtered(plan: &mut Plan, settings: &Settings) {
+    let systems: Vec<SystemKind> = settings
+        .systems
+        .iter()
+        .copied()
+        .filter(|&system| system != SystemKind::Relay)
+        .collect();
+    if settings.systems.contains(&SystemKind::Relay) {
+        plan.notes.push(
+            "filtered: relay skipped: it forwards bytes without reading them, so it cannot filter"
+                .to_owned(),
+        );
+    }
+    let subscriptions = FILTERED_SUBSCRIBERS * usize::from(FILTERED_KEYS);
+    plan.notes.push(format!(
+        "filtered: {subscriptions} subscriptions ({FILTERED_SUBSCRIBERS} connections × {FILTERED_KEYS}); \
+         Tachyon gets AMPS content filters of five predicates (`{} AND /k = 'NN'`), exactly one \
+         per connection matches each message (2 %)",
+        crate::load::FILTER_SHARED_PREDICATES
+    ));
+    if settings.systems.contains(&SystemKind::Nats) {
+        plan.notes.push(format!(
+            "filtered: NATS has no content filters; it gets the closest equivalent, subject-based \
+             routing: each message is published to `bench.kNN` and each connection subscribes to \
+             the {FILTERED_KEYS} subjects bench.k00..bench.k{:02} (a hash lookup, not five predicates)",
+            FILTERED_KEYS - 1
+        ));
+    }
+    if systems.is_empty() {
+        return;
+    }
+    let config = LoadConfig {
+        rate_per_second: settings.rate_per_second.unwrap_or(FILTERED_RATE_PER_SECOND),
+        payload_size_bytes: FILTERED_SIZE_BYTES,
+        subscribers: FILTERED_SUBSCRIBERS,
+        fanout: Fanout::Filtered {
+            keys: FILTERED_KEYS,
+        },
+        ..settings.base.clone()
+    };
+    let label = format!("filtered-{subscriptions}subs");
+    push(
+        plan,
+        &label,
+        &systems,
+        config,
+        CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
+    );
+}
+
+fn plan_throughput(plan: &mut Plan, settings: &Settings) {
+    plan.notes.push(format!(
+        "throughput: closed loop, not a rate ramp: publishers send as fast as the server takes \
+         messages with at most {THROUGHPUT_WINDOW} messages in flight to the slowest subscriber; \
+         its latencies are from the actual send (not coordinated-omission corrected) and are not plotted"
+    ));
+    let sizes = if settings.smoke {
+        vec![128]
+    } else {
+        THROUGHPUT_SIZES.to_vec()
+    };
+    for subscribers in THROUGHPUT_SUBSCRIBERS {
+        for &size in &sizes {
+            let config = LoadConfig {
+                payload_size_bytes: size,
+                subscribers,
+                pace: Pace::Closed {
+                    window: THROUGHPUT_WINDOW,
+                },
+                burst: 1,
+                ..settings.base.clone()
+            };
+            let label = format!("throughput-{subscribers}sub");
+            push(
+                plan,
+                &label,
+                &settings.systems,
+                config,
+                CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
+            );
+        }
+    }
+}
+
+fn plan_slow(plan: &mut Plan, settings: &Settings) {
+    let systems: Vec<SystemKind> = settings
+        .systems
+        .iter()
+        .copied()
+        .filter(|&system| system != SystemKind::Relay)
+        .collect();
+    if settings.systems.contains(&SystemKind::Relay) {
+        plan.notes.push(
+            "slow-subscriber: relay skipped: it has no per-subscriber queue, so one stalled reader \
+             stalls every subscriber by construction"
+                .to_owned(),
+        );
+    }
+    plan.notes.push(format!(
+        "slow-subscriber: {SLOW_SUBSCRIBERS} subscribers; in the stalled run the last stops reading after \
+         the warm-up; latency is over the other {} in both runs. Tachyon runs with [limits] \
+         client_outbound_bytes_max = {} (server default {}), past which it disconnects the stalled \
+         subscriber; NATS keeps its defaults (max_pending 64 MiB, write_deadline 10 s)",
+        SLOW_SUBSCRIBERS - 1,
+        settings.slow_outbound_bytes_max,
+        CLIENT_OUTBOUND_BYTES_MAX_DEFAULT
+    ));
+    if systems.is_empty() {
+        return;
+    }
+    let base = LoadConfig {
+        rate_per_second: settings.rate_per_second.unwrap_or(SLOW_RATE_PER_SECOND),
+        payload_size_bytes: SLOW_SIZE_BYTES,
+        subscribers: SLOW_SUBSCRIBERS,
+        ..settings.base.clone()
+    };
+    for (label, stalled) in [(SLOW_BASELINE, false), (SLOW_STALLED, true)] {
+        let config = LoadConfig {
+            slow_subscriber: stalled,
+            ..base.clone()
+        };
+        push(
+            plan,
+            label,
+            &systems,
+            config,
+            settings.slow_outbound_bytes_max,
+        );
+    }
+}
+
+/// Default warm-up and duration for scenario runs.
+pub fn default_durations(smoke: bool) -> (Duration, Duration) {
+    if smoke {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(systems: &[SystemKind]) -> Settings {
+        Settings {
+            systems: systems.to_vec(),
+            base: LoadConfig::default(),
+            rate_per_second: None,
+            sizes: None,
+            subscribers: None,
+            slow_outbound_bytes_max: SLOW_OUTBOUND_BYTES_MAX,
+            smoke: false,
+        }
+    }
+
+    #[test]
+    fn names_parse_and_all_expands_in_order() {
+        let all = parse(&["all".to_owned()]).unwrap();
+        assert_eq!(all, ALL);
+        let some = parse(&[
+            "throughput".to_owned(),
+            "pubsub".to_owned(),
+            "pubsub".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(some, [ScenarioKind::Throughput, ScenarioKind::Pubsub]);
+        assert!(parse(&["latencyy".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn skipped_scenarios_only_leave_notes() {
+        let plan = plan(
+            &[ScenarioKind::PersistedAck, ScenarioKind::SowQuery],
+            &settings(&[SystemKind::Tachyon]),
+        );
+        assert!(plan.measurements.is_empty());
+        assert_eq!(plan.notes.len(), 2);
+        assert!(plan.notes[0].contains("transaction log"));
+        assert!(plan.notes[1].contains("SOW (not built yet)"));
+    }
+
+    #[test]
+    fn pubsub_covers_subscribers_sizes_and_systems_interleaved() {
+        let systems = [SystemKind::Tachyon, SystemKind::Relay, SystemKind::Nats];
+        let plan = plan(&[ScenarioKind::Pubsub], &settings(&systems));
+        assert_eq!(plan.measurements.len(), 2 * 3 * 3);
+        let first: Vec<SystemKind> = plan.measurements[..3]
+            .iter()
+            .map(|planned| planned.combination.system)
+            .collect();
+        assert_eq!(first, systems);
+        let ten = &plan.measurements[9];
+        assert_eq!(ten.combination.scenario, "pubsub-10sub");
+        assert_eq!(ten.config.subscribers, 10);
+        assert_eq!(ten.params.shape.subscribers, 10);
+    }
+
+    #[test]
+    fn filtered_skips_the_relay_and_explains_nats() {
+        let systems = [SystemKind::Tachyon, SystemKind::Relay, SystemKind::Nats];
+        let plan = plan(&[ScenarioKind::Filtered], &settings(&systems));
+        assert_eq!(plan.measurements.len(), 2);
+        assert!(plan
+            .measurements
+            .iter()
+            .all(|planned| planned.combination.system != SystemKind::Relay));
+        let planned = &plan.measurements[0];
+        assert_eq!(
+            planned.config.subscribers * usize::from(FILTERED_KEYS),
+            1_000
+        );
+        let notes = plan.notes.join("\n");
+        assert!(notes.contains("relay skipped"), "{notes}");
+        assert!(notes.contains("subject-based routing"), "{notes}");
+    }
+
+    #[test]
+    fn slow_subscriber_pairs_a_baseline_with_a_stalled_run() {
+        let systems = [SystemKind::Tachyon, SystemKind::Relay, SystemKind::Nats];
+        let plan = plan(&[ScenarioKind::SlowSubscriber], &settings(&systems));
+        let labels: Vec<(&str, bool)> = plan
+            .measurements
+            .iter()
+            .map(|planned| {
+                (
+                    planned.combination.scenario.as_str(),
+                    planned.config.slow_subscriber,
+                )
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                (SLOW_BASELINE, false),
+                (SLOW_BASELINE, false),
+                (SLOW_STALLED, true),
+                (SLOW_STALLED, true)
+            ]
+        );
+        assert_eq!(
+            plan.measurements[2].params.client_outbound_bytes_max,
+            SLOW_OUTBOUND_BYTES_MAX
+        );
+    }
+
+    #[test]
+    fn throughput_is_closed_loop() {
+        let plan = plan(&[ScenarioKind::Throughput], &settings(&[SystemKind::Relay]));
+        assert_eq!(plan.measurements.len(), 4);
+        assert!(plan
+            .measurements
+            .iter()
+            .all(|planned| matches!(planned.config.pace, Pace::Closed { .. })));
+        assert!(plan.notes[0].contains("closed loop"));
+    }
+}
