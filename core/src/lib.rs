@@ -12,4 +12,5 @@ pub mod message;
 pub mod protocol;
 pub mod router;
 pub mod session;
+pub mod sow;
 pub mod topic;

@@ -59,15 +59,27 @@ const COMMON: &[&str] = &[
 
 #[test]
 fn steady_state_scan_and_eval_do_not_allocate() {
-    let ctx = MessageContext { topic: b"orders", ..MessageContext::default() };
-    let filters: Vec<Filter> = COMMON.iter().map(|text| Filter::compile(text).unwrap()).collect();
+    let ctx = MessageContext {
+        topic: b"orders",
+        ..MessageContext::default()
+    };
+    let filters: Vec<Filter> = COMMON
+        .iter()
+        .map(|text| Filter::compile(text).unwrap())
+        .collect();
     let mut table = FieldTable::new();
-    let bound: Vec<_> = filters.iter().map(|filter| table.register(filter)).collect();
+    let bound: Vec<_> = filters
+        .iter()
+        .map(|filter| table.register(filter))
+        .collect();
     let mut scratch = ScanScratch::new();
     // Warm-up: the scratch grows to the table's size and the unescape buffer to its need.
     let fields = table.scan(PAYLOAD, &mut scratch).unwrap();
     for (text, filter) in COMMON.iter().zip(&bound) {
-        assert!(filter.eval(&fields, &ctx), "the test payload should match {text}");
+        assert!(
+            filter.eval(&fields, &ctx),
+            "the test payload should match {text}"
+        );
     }
 
     let before = allocations();
@@ -77,7 +89,11 @@ fn steady_state_scan_and_eval_do_not_allocate() {
             assert!(filter.eval(&fields, &ctx));
         }
     }
-    assert_eq!(allocations() - before, 0, "allocations in 100 steady-state messages");
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations in 100 steady-state messages"
+    );
 }
 
 #[test]

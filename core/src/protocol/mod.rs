@@ -17,6 +17,7 @@ pub mod frame;
 pub mod header;
 pub mod keys;
 pub mod reply;
+pub mod sow_reply;
 pub mod writer;
 
 pub use command::{AckType, AckTypes, CommandKind, Options};
