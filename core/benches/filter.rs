@@ -78,6 +78,24 @@ fn benches(c: &mut Criterion) {
         });
     }
 
+    // A symbol-list subscription: 500 symbols, found by binary search in the compiled set.
+    let symbols: Vec<String> = (0..499)
+        .map(|i| format!("'S{i:03}'"))
+        .chain(["'IBM'".to_string()])
+        .collect();
+    let in_500 =
+        Filter::compile(&format!("/sym IN ({}) AND /side = 'B'", symbols.join(", "))).unwrap();
+    let mut in_table = FieldTable::new();
+    let in_bound = in_table.register(&in_500);
+    let fields = in_table.scan(&matching, &mut scratch).unwrap();
+    assert!(in_bound.eval(&fields, &ctx));
+    group.bench_function("scan_eval_in_500_symbols", |b| {
+        b.iter(|| {
+            let fields = in_table.scan(black_box(&matching), &mut scratch).unwrap();
+            in_bound.eval(&fields, &ctx)
+        })
+    });
+
     group.bench_function("eval_only_5_predicates_match", |b| {
         let mut scratch = ScanScratch::new();
         let fields = table.scan(&matching, &mut scratch).unwrap();

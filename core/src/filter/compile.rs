@@ -179,11 +179,15 @@ impl ConstSet {
     /// `probe IN (items)` for a non-empty string probe.
     #[inline]
     pub(crate) fn contains_str(&self, probe: &[u8]) -> Truth {
-        if self
-            .strings
-            .binary_search_by(|item| item.as_ref().cmp(probe))
-            .is_ok()
-        {
+        // Short lists: equality checks lengths first, so most items cost no memcmp call.
+        let found = if self.strings.len() <= 8 {
+            self.strings.iter().any(|item| **item == *probe)
+        } else {
+            self.strings
+                .binary_search_by(|item| item.as_ref().cmp(probe))
+                .is_ok()
+        };
+        if found {
             return Truth::True;
         }
         // A string meets number items numerically when it is numeric; otherwise it is greater

@@ -187,9 +187,12 @@ impl<'a> Evaluator<'a> {
             } => match &**operand {
                 Node::Field(path) => match (self.raw(*path), constant) {
                     // The common cases, without building a `Value`: same results as `compare`.
-                    (RawValue::Str(bytes), Value::Str(text)) if !bytes.is_empty() => {
-                        order_truth(*op, Some(bytes.cmp(text)))
-                    }
+                    (RawValue::Str(bytes), Value::Str(text)) if !bytes.is_empty() => match op {
+                        // Equality needs no ordering: lengths usually differ, so no memcmp call.
+                        CompareOp::Equal => Truth::from_bool(bytes == text.as_ref()),
+                        CompareOp::NotEqual => Truth::from_bool(bytes != text.as_ref()),
+                        _ => order_truth(*op, Some(bytes.cmp(text))),
+                    },
                     (RawValue::Number(text), Value::Int(_) | Value::Float(_)) => {
                         let number = parse_json_number(text);
                         order_truth(

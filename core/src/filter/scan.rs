@@ -399,7 +399,8 @@ impl FieldTable {
         }
     }
 
-    /// Add references to `paths`, returning their slots in order.
+    /// Add references to `paths`, returning their slots in order. For crate code that reads
+    /// fields without a filter (SOW keys, queries); filters go through [`FieldTable::register`].
     pub(crate) fn register_paths(&mut self, paths: &[FieldPath]) -> Box<[u32]> {
         let mut changed = false;
         let slots = paths
@@ -573,52 +574,61 @@ impl Scanner<'_, '_> {
 
     /// Walk an object (at `{`) whose members may lead to wanted paths below trie node `node`.
     fn walk_object(&mut self, node: usize) -> Result<(), Stop> {
-        self.pos += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        // The cursor lives in a local while members are skipped; `self.pos` is only synchronised
+        // around `visit`, which descends into a wanted member.
+        let bytes = self.bytes;
+        let trie_node = &self.trie[node];
+        let mut pos = skip_whitespace(bytes, self.pos + 1);
+        if bytes.get(pos) == Some(&b'}') {
+            self.pos = pos + 1;
             return Ok(());
         }
         loop {
-            if self.peek() != Some(b'"') {
-                return self.malformed();
+            if bytes.get(pos) != Some(&b'"') {
+                return Err(Stop::Malformed(pos));
             }
-            let name_start = self.pos + 1;
-            let Some((end, escaped)) = string_end(self.bytes, self.pos) else {
-                return self.malformed();
+            let Some((end, escaped)) = string_end(bytes, pos) else {
+                return Err(Stop::Malformed(pos));
             };
-            self.pos = end;
-            let name = &self.bytes[name_start..end - 1];
+            let name = &bytes[pos + 1..end - 1];
             let child = if escaped {
                 self.key.clear();
                 if unescape_into(name, self.key).is_err() {
-                    return self.malformed();
+                    return Err(Stop::Malformed(pos));
                 }
-                self.trie[node].find_key(self.key)
+                trie_node.find_key(self.key)
             } else {
-                self.trie[node].find_key(name)
+                trie_node.find_key(name)
             };
-            self.skip_whitespace();
-            if self.peek() != Some(b':') {
-                return self.malformed();
+            pos = skip_whitespace(bytes, end);
+            if bytes.get(pos) != Some(&b':') {
+                return Err(Stop::Malformed(pos));
             }
-            self.pos += 1;
-            self.skip_whitespace();
+            pos = skip_whitespace(bytes, pos + 1);
             match child {
-                Some(child) => self.visit(child as usize)?,
-                None => self.skip_value()?,
-            }
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_whitespace();
+                Some(child) => {
+                    self.pos = pos;
+                    self.visit(child as usize)?;
+                    pos = self.pos;
                 }
+                None => {
+                    // Inline the two most common skips; containers and literals go the long way.
+                    pos = match bytes.get(pos) {
+                        Some(b'"') => string_end(bytes, pos).map(|(end, _)| end),
+                        Some(b'0'..=b'9' | b'-') => number_end(bytes, pos),
+                        _ => value_end(bytes, pos),
+                    }
+                    .ok_or(Stop::Malformed(pos))?;
+                }
+            }
+            pos = skip_whitespace(bytes, pos);
+            match bytes.get(pos) {
+                Some(b',') => pos = skip_whitespace(bytes, pos + 1),
                 Some(b'}') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(());
                 }
-                _ => return self.malformed(),
+                _ => return Err(Stop::Malformed(pos)),
             }
         }
     }
@@ -754,6 +764,7 @@ impl Scanner<'_, '_> {
     }
 }
 
+#[inline(always)]
 fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
         pos += 1;
@@ -763,6 +774,7 @@ fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
 
 /// End (one past the closing quote) of the string whose opening quote is at `pos`, and whether it
 /// contains escapes.
+#[inline]
 fn string_end(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
     let mut i = pos + 1;
     let mut escaped = false;

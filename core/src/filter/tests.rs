@@ -920,7 +920,9 @@ fn large_in_lists_use_a_set_with_the_same_answers() {
         check_on(doc, &text, *expected);
     }
     let too_many = format!("/a IN ({})", vec!["1"; MAX_LIST_ITEMS + 1].join(", "));
-    assert!(error_of(&too_many).to_string().contains("number of list items"));
+    assert!(error_of(&too_many)
+        .to_string()
+        .contains("number of list items"));
 }
 
 #[test]
@@ -937,6 +939,10 @@ fn string_building_is_bounded() {
     check_on(DOC, &format!("LENGTH({}) = 128", grow(2)), true);
     // 2 * 8^6 = 512 KiB: two of them fit the 1 MiB limit exactly, one more byte does not.
     let half = grow(6);
-    check_on(DOC, &format!("LENGTH(CONCAT({half}, {half})) = {MAX_STRING_RESULT_BYTES}"), true);
+    check_on(
+        DOC,
+        &format!("LENGTH(CONCAT({half}, {half})) = {MAX_STRING_RESULT_BYTES}"),
+        true,
+    );
     check_on(DOC, &format!("CONCAT({half}, {half}, 'b') IS NULL"), true);
 }
