@@ -51,6 +51,10 @@ struct SoloArgs {
     /// Explicit shard cores, e.g. 2-5,8 (overrides [runtime] cores).
     #[arg(long, value_name = "LIST")]
     cores: Option<tachyon_numa::CoreList>,
+    /// Microseconds each shard spins for work before it sleeps (overrides [runtime]
+    /// spin_before_park_us): 0 is kind to shared machines; 50-200 lowers latency on dedicated cores.
+    #[arg(long, value_name = "MICROSECONDS")]
+    spin_before_park_us: Option<u64>,
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, env = "TACHYON_LOG", default_value = "info")]
     log: String,
@@ -99,6 +103,9 @@ fn solo(args: SoloArgs) -> Result<i32> {
     }
     if let Some(shards) = args.shards {
         config.runtime.shards = shards;
+    }
+    if let Some(spin) = args.spin_before_park_us {
+        config.runtime.spin_before_park_us = spin;
     }
     if let Some(cores) = args.cores {
         config.runtime.cores = cores.0.iter().map(|core| core.0).collect();
