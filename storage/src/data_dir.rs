@@ -53,20 +53,45 @@ pub struct DataDir {
 impl DataDir {
     /// Creates `path` if needed and takes its lock.
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
-        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create { path: path.to_path_buf(), source })?;
+        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let lock_path = path.join(LOCK_FILE_NAME);
-        let lock_error = |source| DataDirError::LockFile { path: lock_path.clone(), source };
-        let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(lock_error)?;
+        let lock_error = |source| DataDirError::LockFile {
+            path: lock_path.clone(),
+            source,
+        };
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(lock_error)?;
         // SAFETY: flock on a descriptor we own; no memory is passed.
         let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if locked != 0 {
-            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default().trim().to_string();
-            let holder = if holder.is_empty() { "unknown pid".to_string() } else { holder };
-            return Err(DataDirError::InUse { path: path.to_path_buf(), holder });
+            let holder = std::fs::read_to_string(&lock_path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let holder = if holder.is_empty() {
+                "unknown pid".to_string()
+            } else {
+                holder
+            };
+            return Err(DataDirError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            });
         }
         lock.set_len(0).map_err(lock_error)?;
         writeln!(lock, "pid {}", std::process::id()).map_err(lock_error)?;
-        Ok(DataDir { path: path.to_path_buf(), _lock: lock })
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     /// The directory.
@@ -86,7 +111,9 @@ mod tests {
         let first = DataDir::open(&path.join("nested")).unwrap();
         let second = DataDir::open(&path.join("nested")).unwrap_err();
         assert!(matches!(second, DataDirError::InUse { .. }), "{second}");
-        assert!(second.to_string().contains(&format!("pid {}", std::process::id())));
+        assert!(second
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
         drop(first);
         DataDir::open(&path.join("nested")).unwrap();
         std::fs::remove_dir_all(&path).unwrap();

@@ -1,8 +1,9 @@
 //! Tachyon's storage plane: everything that lives in files, and nothing of the protocol.
 //!
-//! Today it owns the data directory: created on first start, locked so that two server processes
-//! can never write the same files. The transaction log and the SOW store build on it.
+//! It owns the data directory (created on first start, locked so that two server processes can
+//! never write the same files) and the transaction log ([`journal`]); the SOW store builds on them.
 
 pub mod data_dir;
+pub mod journal;
 
 pub use data_dir::{DataDir, DataDirError};
