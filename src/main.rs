@@ -31,6 +31,45 @@ enum Command {
     Preflight(tachyon_tools::preflight::PreflightArgs),
     /// Size memory, SOW storage, transaction log and network for a workload.
     Capacity(tachyon_tools::capacity::CapacityArgs),
+    /// Inspect transaction-log files.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+    /// Inspect State of the World files.
+    #[command(subcommand)]
+    Sow(SowCommand),
+}
+
+#[derive(Subcommand)]
+enum SowCommand {
+    /// Print a persistent SOW topic's records and slab usage from its snapshot file.
+    Dump(SowDumpArgs),
+}
+
+#[derive(Args)]
+struct SowDumpArgs {
+    /// The server's data directory.
+    data_dir: PathBuf,
+    /// The SOW topic to print.
+    #[arg(long)]
+    topic: String,
+    /// Config file declaring the topic, for its slab size (default: 1 MiB slabs, grown to fit
+    /// the largest record).
+    #[arg(long, env = "TACHYON_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Print every record of a data directory's journal (sequence, kind, topic, sizes).
+    Dump {
+        /// The data directory, or its `journal/` folder.
+        data_dir: PathBuf,
+    },
+    /// Check every segment header and record CRC; exit status 0 clean, 1 torn tail, 2 corrupt.
+    Verify {
+        /// The data directory, or its `journal/` folder.
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -66,6 +105,8 @@ fn main() {
         Command::Solo(args) => solo(args),
         Command::Preflight(args) => tachyon_tools::preflight::run(&args),
         Command::Capacity(args) => tachyon_tools::capacity::run(&args),
+        Command::Journal(command) => journal(command),
+        Command::Sow(SowCommand::Dump(args)) => sow_dump(&args),
     };
     match outcome {
         Ok(code) => std::process::exit(code),
@@ -74,6 +115,24 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+fn journal(command: JournalCommand) -> Result<i32> {
+    use tachyon_storage::journal;
+    let report = match &command {
+        JournalCommand::Dump { data_dir } => {
+            journal::dump(data_dir, &mut std::io::stdout().lock())?
+        }
+        JournalCommand::Verify { data_dir } => journal::verify(data_dir)?,
+    };
+    eprintln!("{report}");
+    Ok(if report.is_clean() {
+        0
+    } else if report.is_corrupt() {
+        2
+    } else {
+        1
+    })
 }
 
 fn init_logging(filter: &str) -> Result<()> {
@@ -87,6 +146,51 @@ fn init_logging(filter: &str) -> Result<()> {
         .with_target(false)
         .init();
     Ok(())
+}
+
+fn sow_dump(args: &SowDumpArgs) -> Result<i32> {
+    use tachyon_core::sow::{snapshot, SowTopicConfig, RECORD_HEADER_BYTES};
+    let path = tachyon_net::sow::snapshot_path(&args.data_dir, &args.topic);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the snapshot of SOW topic {:?} at {} (is the topic persistent, and has the server stopped cleanly or snapshotted since it was written?)",
+            args.topic,
+            path.display()
+        )
+    })?;
+    let configured = match &args.config {
+        Some(file) => Config::load(file)?
+            .sow
+            .topic_configs()?
+            .into_iter()
+            .find(|config| config.topic == args.topic),
+        None => None,
+    };
+    let config = match configured {
+        Some(config) => config,
+        None => {
+            let contents = snapshot::read(&bytes)
+                .with_context(|| format!("snapshot {} is unreadable", path.display()))?;
+            let largest = contents
+                .records
+                .iter()
+                .map(|record| record.payload.len())
+                .max()
+                .unwrap_or(0);
+            let mut config = SowTopicConfig::new(&args.topic, &[]);
+            config.slab_size_bytes = config
+                .slab_size_bytes
+                .max((largest + RECORD_HEADER_BYTES).next_power_of_two());
+            config
+        }
+    };
+    let topic = snapshot::restore(config, &bytes)
+        .with_context(|| format!("snapshot {} is unusable", path.display()))?;
+    let mut out = String::new();
+    out.push_str(&format!("# file {}\n", path.display()));
+    snapshot::dump_topic(&topic, &mut out);
+    print!("{out}");
+    Ok(0)
 }
 
 fn solo(args: SoloArgs) -> Result<i32> {

@@ -60,7 +60,7 @@ fn filtered_router(subscriptions: usize) -> Router {
     for index in 0..subscriptions {
         let options = DeliveryOptions {
             filter: Some(filter(index % KEYS)),
-            timestamp: false,
+            ..DeliveryOptions::default()
         };
         router.add(
             connection(index as u32),

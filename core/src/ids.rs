@@ -36,7 +36,11 @@ pub struct ConnectionId {
 
 impl fmt::Display for ConnectionId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}/{}.{}", self.shard, self.slot, self.generation)
+        write!(
+            formatter,
+            "{}/{}.{}",
+            self.shard, self.slot, self.generation
+        )
     }
 }
 

@@ -26,6 +26,15 @@ pub struct DeliveryOptions {
     pub timestamp: bool,
     /// Content filter; only messages it matches are delivered.
     pub filter: Option<Filter>,
+    /// `oof`: on a SOW topic, say when a record this subscription saw stops matching, is deleted
+    /// or expires.
+    pub oof: bool,
+    /// A delta subscription: on a SOW topic, updates carry only the changed and key fields.
+    pub delta: bool,
+    /// `no_empties`: a delta update that changed nothing is not sent.
+    pub no_empties: bool,
+    /// `no_sowkey`: deliveries from SOW topics omit `k`.
+    pub no_sowkey: bool,
 }
 
 #[derive(Debug)]
@@ -34,6 +43,25 @@ struct Entry {
     sub_id: SubId,
     paused: bool,
     timestamp: bool,
+    oof: bool,
+    delta: bool,
+    no_empties: bool,
+    no_sowkey: bool,
+}
+
+impl Entry {
+    fn new(connection: ConnectionId, sub_id: SubId, options: &DeliveryOptions) -> Entry {
+        Entry {
+            connection,
+            sub_id,
+            paused: false,
+            timestamp: options.timestamp,
+            oof: options.oof,
+            delta: options.delta,
+            no_empties: options.no_empties,
+            no_sowkey: options.no_sowkey,
+        }
+    }
 }
 
 /// A subscription to one exact topic; its filter is bound to the topic's field table.
@@ -41,6 +69,8 @@ struct Entry {
 struct ExactEntry {
     entry: Entry,
     filter: Option<BoundFilter>,
+    /// The filter itself, for SOW routing, which evaluates old and new records one by one.
+    source: Option<Filter>,
 }
 
 /// The subscriptions of one exact topic and the field table their filters share.
@@ -74,6 +104,23 @@ pub struct Delivery {
     pub sub_ids: SmallVec<[SubId; 4]>,
     /// Whether any of them asked for the `ts` field.
     pub timestamp: bool,
+    /// SOW topics: the frame carries the changed fields only (delta subscriptions).
+    pub delta: bool,
+    /// SOW topics: the frame carries the record's key `k` (some subscription did not ask for
+    /// `no_sowkey`).
+    pub sow_key: bool,
+}
+
+/// What a SOW update looks like to the router: the record before and after.
+#[derive(Debug, Clone, Copy)]
+pub struct SowUpdate<'a> {
+    /// The record it replaced, if the key existed.
+    pub previous: Option<&'a [u8]>,
+    /// The record as stored now.
+    pub current: &'a [u8],
+    /// Whether the update changed no top-level field (delta subscriptions with `no_empties`
+    /// get nothing then).
+    pub unchanged: bool,
 }
 
 /// Counters a router keeps for statistics.
@@ -109,21 +156,44 @@ impl Router {
     }
 
     /// Adds a subscription, or replaces the one with the same connection and id.
-    pub fn add(&mut self, connection: ConnectionId, sub_id: SubId, topic: &TopicSpec, options: DeliveryOptions) {
+    pub fn add(
+        &mut self,
+        connection: ConnectionId,
+        sub_id: SubId,
+        topic: &TopicSpec,
+        options: DeliveryOptions,
+    ) {
         self.remove(connection, &sub_id);
-        let entry = Entry { connection, sub_id: sub_id.clone(), paused: false, timestamp: options.timestamp };
+        let entry = Entry::new(connection, sub_id.clone(), &options);
         match topic {
             TopicSpec::Exact(name) => {
                 let topic = self.exact.entry(name.clone()).or_default();
-                let filter = options.filter.as_ref().map(|filter| topic.table.register(filter));
+                let filter = options
+                    .filter
+                    .as_ref()
+                    .map(|filter| topic.table.register(filter));
                 topic.filtered += usize::from(filter.is_some());
                 // Keep a connection's subscriptions adjacent so matches group without searching.
-                let position = topic.entries.partition_point(|existing| existing.entry.connection <= connection);
-                topic.entries.insert(position, ExactEntry { entry, filter });
-                self.places.insert((connection, sub_id), Place::Exact(name.clone()));
+                let position = topic
+                    .entries
+                    .partition_point(|existing| existing.entry.connection <= connection);
+                topic.entries.insert(
+                    position,
+                    ExactEntry {
+                        entry,
+                        filter,
+                        source: options.filter,
+                    },
+                );
+                self.places
+                    .insert((connection, sub_id), Place::Exact(name.clone()));
             }
             TopicSpec::Pattern(pattern) => {
-                self.patterns.push(PatternEntry { pattern: pattern.clone(), entry, filter: options.filter });
+                self.patterns.push(PatternEntry {
+                    pattern: pattern.clone(),
+                    entry,
+                    filter: options.filter.clone(),
+                });
                 self.pattern_cache.clear();
                 self.places.insert((connection, sub_id), Place::Pattern);
             }
@@ -139,7 +209,9 @@ impl Router {
         match place {
             Place::Exact(name) => {
                 if let Some(topic) = self.exact.get_mut(&name) {
-                    if let Some(position) = topic.entries.iter().position(|exact| is_it(&exact.entry)) {
+                    if let Some(position) =
+                        topic.entries.iter().position(|exact| is_it(&exact.entry))
+                    {
                         let removed = topic.entries.remove(position);
                         if let Some(bound) = &removed.filter {
                             topic.table.unregister(bound);
@@ -209,7 +281,13 @@ impl Router {
     }
 
     /// Finds every delivery for a message on `topic`, replacing the contents of `out`.
-    pub fn route(&mut self, topic: &[u8], payload: &[u8], context: &MessageContext<'_>, out: &mut Vec<Delivery>) {
+    pub fn route(
+        &mut self,
+        topic: &[u8],
+        payload: &[u8],
+        context: &MessageContext<'_>,
+        out: &mut Vec<Delivery>,
+    ) {
         out.clear();
         self.stats.messages_routed += 1;
         if let Some(subscriptions) = self.exact.get(topic) {
@@ -229,7 +307,7 @@ impl Router {
                     (Some(bound), Some(Ok(fields))) => bound.eval(fields, context),
                     (Some(_), _) => false,
                 };
-                Self::offer(&exact.entry, matched, out, &mut self.stats, false);
+                Self::offer(&exact.entry, matched, out, &mut self.stats, false, false);
             }
         }
         if self.patterns.is_empty() {
@@ -249,12 +327,122 @@ impl Router {
         }
         for &index in &self.pattern_cache[topic] {
             let pattern = &self.patterns[index as usize];
-            let matched = pattern.filter.as_ref().is_none_or(|filter| filter.matches(payload, context));
-            Self::offer(&pattern.entry, matched, out, &mut self.stats, true);
+            let matched = pattern
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(payload, context));
+            Self::offer(&pattern.entry, matched, out, &mut self.stats, true, false);
         }
     }
 
-    fn offer(entry: &Entry, matched: bool, out: &mut Vec<Delivery>, stats: &mut RouterStats, search_all: bool) {
+    /// Whether SOW routing on `topic` needs the record's previous value (some subscription wants
+    /// `oof` or deltas), so the caller copies it only then.
+    pub fn needs_previous(&self, topic: &[u8]) -> bool {
+        let wants = |entry: &Entry| entry.oof || entry.delta;
+        self.exact.get(topic).is_some_and(|subscriptions| {
+            subscriptions
+                .entries
+                .iter()
+                .any(|exact| wants(&exact.entry))
+        }) || self
+            .patterns
+            .iter()
+            .any(|pattern| wants(&pattern.entry) && pattern.pattern.matches(topic))
+    }
+
+    /// Routes an update of a SOW record: `out` gets the deliveries (full or delta frames, one per
+    /// connection and kind), `oof` the subscriptions that saw the old record and no longer
+    /// match the new one (when they asked for `oof`). Both are replaced.
+    pub fn route_sow(
+        &mut self,
+        topic: &[u8],
+        update: &SowUpdate<'_>,
+        context: &MessageContext<'_>,
+        out: &mut Vec<Delivery>,
+        oof: &mut Vec<Delivery>,
+    ) {
+        out.clear();
+        oof.clear();
+        self.stats.messages_routed += 1;
+        let exact = self.exact.get(topic).into_iter().flat_map(|subscriptions| {
+            subscriptions
+                .entries
+                .iter()
+                .map(|exact| (&exact.entry, exact.source.as_ref()))
+        });
+        let patterns = self
+            .patterns
+            .iter()
+            .filter(|pattern| pattern.pattern.matches(topic))
+            .map(|pattern| (&pattern.entry, pattern.filter.as_ref()));
+        for (entry, filter) in exact.chain(patterns) {
+            if entry.paused {
+                continue;
+            }
+            let matches =
+                |payload: &[u8]| filter.is_none_or(|filter| filter.matches(payload, context));
+            if matches(update.current) {
+                let skip = entry.delta
+                    && entry.no_empties
+                    && update.previous.is_some()
+                    && update.unchanged;
+                if !skip {
+                    Self::offer(
+                        entry,
+                        true,
+                        out,
+                        &mut self.stats,
+                        true,
+                        entry.delta && update.previous.is_some(),
+                    );
+                }
+            } else {
+                self.stats.filter_rejections += 1;
+                if entry.oof && update.previous.is_some_and(matches) {
+                    Self::offer(entry, true, oof, &mut self.stats, true, false);
+                }
+            }
+        }
+    }
+
+    /// The `oof` subscriptions that saw `payload`, a record just deleted or expired from `topic`.
+    pub fn route_removal(
+        &mut self,
+        topic: &[u8],
+        payload: &[u8],
+        context: &MessageContext<'_>,
+        out: &mut Vec<Delivery>,
+    ) {
+        out.clear();
+        let exact = self.exact.get(topic).into_iter().flat_map(|subscriptions| {
+            subscriptions
+                .entries
+                .iter()
+                .map(|exact| (&exact.entry, exact.source.as_ref()))
+        });
+        let patterns = self
+            .patterns
+            .iter()
+            .filter(|pattern| pattern.pattern.matches(topic))
+            .map(|pattern| (&pattern.entry, pattern.filter.as_ref()));
+        for (entry, filter) in exact.chain(patterns) {
+            if entry.paused || !entry.oof {
+                continue;
+            }
+            if filter.is_none_or(|filter| filter.matches(payload, context)) {
+                Self::offer(entry, true, out, &mut self.stats, true, false);
+            }
+        }
+    }
+
+    fn offer(
+        entry: &Entry,
+        matched: bool,
+        out: &mut Vec<Delivery>,
+        stats: &mut RouterStats,
+        search_all: bool,
+        delta: bool,
+    ) {
         if entry.paused {
             return;
         }
@@ -264,10 +452,13 @@ impl Router {
         }
         // Exact entries arrive grouped by connection, so only the last delivery can be theirs;
         // pattern entries may join any connection's delivery.
+        let same = |delivery: &&mut Delivery| {
+            delivery.connection == entry.connection && delivery.delta == delta
+        };
         let existing = if search_all {
-            out.iter_mut().find(|delivery| delivery.connection == entry.connection)
+            out.iter_mut().find(same)
         } else {
-            out.last_mut().filter(|delivery| delivery.connection == entry.connection)
+            out.last_mut().filter(same)
         };
         match existing {
             Some(delivery) => {
@@ -275,11 +466,18 @@ impl Router {
                     delivery.sub_ids.push(entry.sub_id.clone());
                 }
                 delivery.timestamp |= entry.timestamp;
+                delivery.sow_key |= !entry.no_sowkey;
             }
             None => {
                 let mut sub_ids = SmallVec::new();
                 sub_ids.push(entry.sub_id.clone());
-                out.push(Delivery { connection: entry.connection, sub_ids, timestamp: entry.timestamp });
+                out.push(Delivery {
+                    connection: entry.connection,
+                    sub_ids,
+                    timestamp: entry.timestamp,
+                    delta,
+                    sow_key: !entry.no_sowkey,
+                });
             }
         }
     }
@@ -291,7 +489,11 @@ mod tests {
     use crate::ids::ShardId;
 
     fn connection(slot: u32) -> ConnectionId {
-        ConnectionId { shard: ShardId(0), slot, generation: 0 }
+        ConnectionId {
+            shard: ShardId(0),
+            slot,
+            generation: 0,
+        }
     }
 
     fn exact(name: &str) -> TopicSpec {
@@ -300,10 +502,18 @@ mod tests {
 
     fn route(router: &mut Router, topic: &str) -> Vec<(u32, Vec<String>)> {
         let mut out = Vec::new();
-        router.route(topic.as_bytes(), b"{}", &MessageContext::default(), &mut out);
+        router.route(
+            topic.as_bytes(),
+            b"{}",
+            &MessageContext::default(),
+            &mut out,
+        );
         out.iter()
             .map(|delivery| {
-                (delivery.connection.slot, delivery.sub_ids.iter().map(|id| id.to_string()).collect())
+                (
+                    delivery.connection.slot,
+                    delivery.sub_ids.iter().map(|id| id.to_string()).collect(),
+                )
             })
             .collect()
     }
@@ -311,13 +521,36 @@ mod tests {
     #[test]
     fn one_delivery_per_connection_listing_all_its_matches() {
         let mut router = Router::new();
-        router.add(connection(1), SubId::new(b"a"), &exact("orders"), DeliveryOptions::default());
-        router.add(connection(2), SubId::new(b"c"), &exact("orders"), DeliveryOptions::default());
-        router.add(connection(1), SubId::new(b"b"), &exact("orders"), DeliveryOptions::default());
-        router.add(connection(1), SubId::new(b"p"), &exact("^ord"), DeliveryOptions::default());
+        router.add(
+            connection(1),
+            SubId::new(b"a"),
+            &exact("orders"),
+            DeliveryOptions::default(),
+        );
+        router.add(
+            connection(2),
+            SubId::new(b"c"),
+            &exact("orders"),
+            DeliveryOptions::default(),
+        );
+        router.add(
+            connection(1),
+            SubId::new(b"b"),
+            &exact("orders"),
+            DeliveryOptions::default(),
+        );
+        router.add(
+            connection(1),
+            SubId::new(b"p"),
+            &exact("^ord"),
+            DeliveryOptions::default(),
+        );
         assert_eq!(
             route(&mut router, "orders"),
-            [(1, vec!["a".into(), "b".into(), "p".into()]), (2, vec!["c".into()])]
+            [
+                (1, vec!["a".into(), "b".into(), "p".into()]),
+                (2, vec!["c".into()])
+            ]
         );
         assert_eq!(route(&mut router, "trades"), []);
     }
@@ -325,13 +558,23 @@ mod tests {
     #[test]
     fn remove_pause_and_replace() {
         let mut router = Router::new();
-        router.add(connection(1), SubId::new(b"a"), &exact("orders"), DeliveryOptions::default());
+        router.add(
+            connection(1),
+            SubId::new(b"a"),
+            &exact("orders"),
+            DeliveryOptions::default(),
+        );
         assert!(router.set_paused(connection(1), &SubId::new(b"a"), true));
         assert_eq!(route(&mut router, "orders"), []);
         router.set_paused(connection(1), &SubId::new(b"a"), false);
         assert_eq!(route(&mut router, "orders").len(), 1);
         // Replacing moves the subscription to another topic.
-        router.add(connection(1), SubId::new(b"a"), &exact("trades"), DeliveryOptions::default());
+        router.add(
+            connection(1),
+            SubId::new(b"a"),
+            &exact("trades"),
+            DeliveryOptions::default(),
+        );
         assert_eq!(route(&mut router, "orders"), []);
         assert_eq!(route(&mut router, "trades").len(), 1);
         assert!(router.remove(connection(1), &SubId::new(b"a")));
@@ -340,15 +583,26 @@ mod tests {
     }
 
     fn filtered(text: &str) -> DeliveryOptions {
-        DeliveryOptions { timestamp: false, filter: Some(Filter::compile(text).unwrap()) }
+        DeliveryOptions {
+            filter: Some(Filter::compile(text).unwrap()),
+            ..DeliveryOptions::default()
+        }
     }
 
     fn route_payload(router: &mut Router, topic: &str, payload: &str) -> Vec<(u32, Vec<String>)> {
         let mut out = Vec::new();
-        router.route(topic.as_bytes(), payload.as_bytes(), &MessageContext::default(), &mut out);
+        router.route(
+            topic.as_bytes(),
+            payload.as_bytes(),
+            &MessageContext::default(),
+            &mut out,
+        );
         out.iter()
             .map(|delivery| {
-                (delivery.connection.slot, delivery.sub_ids.iter().map(|id| id.to_string()).collect())
+                (
+                    delivery.connection.slot,
+                    delivery.sub_ids.iter().map(|id| id.to_string()).collect(),
+                )
             })
             .collect()
     }
@@ -356,13 +610,36 @@ mod tests {
     #[test]
     fn filters_share_one_scan_and_select_per_subscription() {
         let mut router = Router::new();
-        router.add(connection(1), SubId::new(b"big"), &exact("orders"), filtered("/qty > 100"));
-        router.add(connection(1), SubId::new(b"ibm"), &exact("orders"), filtered("/sym = 'IBM'"));
-        router.add(connection(2), SubId::new(b"all"), &exact("orders"), DeliveryOptions::default());
-        router.add(connection(3), SubId::new(b"pat"), &exact("^ord"), filtered("/sym IN ('MSFT')"));
+        router.add(
+            connection(1),
+            SubId::new(b"big"),
+            &exact("orders"),
+            filtered("/qty > 100"),
+        );
+        router.add(
+            connection(1),
+            SubId::new(b"ibm"),
+            &exact("orders"),
+            filtered("/sym = 'IBM'"),
+        );
+        router.add(
+            connection(2),
+            SubId::new(b"all"),
+            &exact("orders"),
+            DeliveryOptions::default(),
+        );
+        router.add(
+            connection(3),
+            SubId::new(b"pat"),
+            &exact("^ord"),
+            filtered("/sym IN ('MSFT')"),
+        );
         assert_eq!(
             route_payload(&mut router, "orders", r#"{"sym":"IBM","qty":500}"#),
-            [(1, vec!["big".into(), "ibm".into()]), (2, vec!["all".into()])]
+            [
+                (1, vec!["big".into(), "ibm".into()]),
+                (2, vec!["all".into()])
+            ]
         );
         assert_eq!(
             route_payload(&mut router, "orders", r#"{"sym":"MSFT","qty":5}"#),
@@ -370,7 +647,10 @@ mod tests {
         );
         // A payload the filters cannot read matches no filter, is counted, and still reaches
         // the unfiltered subscription.
-        assert_eq!(route_payload(&mut router, "orders", "{not json"), [(2, vec!["all".into()])]);
+        assert_eq!(
+            route_payload(&mut router, "orders", "{not json"),
+            [(2, vec!["all".into()])]
+        );
         assert_eq!(router.stats().malformed_payloads, 1);
         // Removing a filtered subscription releases its paths; the others keep working.
         assert!(router.remove(connection(1), &SubId::new(b"big")));
@@ -380,14 +660,139 @@ mod tests {
         );
     }
 
+    fn sow_options(
+        filter: Option<&str>,
+        oof: bool,
+        delta: bool,
+        no_empties: bool,
+    ) -> DeliveryOptions {
+        DeliveryOptions {
+            filter: filter.map(|text| Filter::compile(text).unwrap()),
+            oof,
+            delta,
+            no_empties,
+            ..DeliveryOptions::default()
+        }
+    }
+
+    /// (slot, sub ids, delta) per delivery, then (slot, sub ids) per oof.
+    type Routed = (Vec<(u32, Vec<String>, bool)>, Vec<(u32, Vec<String>)>);
+
+    fn route_update(
+        router: &mut Router,
+        previous: Option<&str>,
+        current: &str,
+        unchanged: bool,
+    ) -> Routed {
+        let update = SowUpdate {
+            previous: previous.map(str::as_bytes),
+            current: current.as_bytes(),
+            unchanged,
+        };
+        let (mut out, mut oof) = (Vec::new(), Vec::new());
+        router.route_sow(
+            b"orders",
+            &update,
+            &MessageContext::default(),
+            &mut out,
+            &mut oof,
+        );
+        let ids = |delivery: &Delivery| {
+            delivery
+                .sub_ids
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+        };
+        (
+            out.iter()
+                .map(|d| (d.connection.slot, ids(d), d.delta))
+                .collect(),
+            oof.iter().map(|d| (d.connection.slot, ids(d))).collect(),
+        )
+    }
+
+    #[test]
+    fn sow_updates_deliver_full_delta_or_oof() {
+        let mut router = Router::new();
+        let topic = exact("orders");
+        router.add(
+            connection(1),
+            SubId::new(b"big"),
+            &topic,
+            sow_options(Some("/qty > 5"), true, false, false),
+        );
+        router.add(
+            connection(1),
+            SubId::new(b"d"),
+            &topic,
+            sow_options(None, false, true, true),
+        );
+        router.add(
+            connection(2),
+            SubId::new(b"quiet"),
+            &topic,
+            sow_options(Some("/qty > 5"), false, false, false),
+        );
+        assert!(router.needs_previous(b"orders"));
+        assert!(!router.needs_previous(b"trades"));
+        // A new record: everyone who matches gets it whole, in one frame per connection (the delta
+        // subscriber too: there is nothing to diff against).
+        let (out, oof) = route_update(&mut router, None, r#"{"qty":9}"#, false);
+        assert_eq!(
+            out,
+            [
+                (1, vec!["big".into(), "d".into()], false),
+                (2, vec!["quiet".into()], false)
+            ]
+        );
+        assert!(oof.is_empty());
+        // It leaves the filter: oof for the subscription that asked, delta for the unfiltered one.
+        let (out, oof) = route_update(&mut router, Some(r#"{"qty":9}"#), r#"{"qty":1}"#, false);
+        assert_eq!(out, [(1, vec!["d".into()], true)]);
+        assert_eq!(oof, [(1, vec!["big".into()])]);
+        // An update that changed nothing is not sent to a no_empties delta subscriber.
+        let (out, _) = route_update(&mut router, Some(r#"{"qty":1}"#), r#"{"qty":1}"#, true);
+        assert!(out.is_empty());
+        let mut removed = Vec::new();
+        router.route_removal(
+            b"orders",
+            br#"{"qty":9}"#,
+            &MessageContext::default(),
+            &mut removed,
+        );
+        assert_eq!(
+            removed.len(),
+            1,
+            "only oof subscriptions that saw the record"
+        );
+        router.route_removal(
+            b"orders",
+            br#"{"qty":1}"#,
+            &MessageContext::default(),
+            &mut removed,
+        );
+        assert!(removed.is_empty());
+    }
+
     #[test]
     fn pattern_cache_is_invalidated_when_patterns_change() {
         let mut router = Router::new();
-        router.add(connection(1), SubId::new(b"p"), &exact(r"^orders\."), DeliveryOptions::default());
+        router.add(
+            connection(1),
+            SubId::new(b"p"),
+            &exact(r"^orders\."),
+            DeliveryOptions::default(),
+        );
         assert_eq!(route(&mut router, "orders.us").len(), 1);
         assert_eq!(route(&mut router, "orders.us").len(), 1);
         assert_eq!(router.stats().pattern_cache_hits, 1);
-        router.add(connection(2), SubId::new(b"q"), &exact(r"\.us$"), DeliveryOptions::default());
+        router.add(
+            connection(2),
+            SubId::new(b"q"),
+            &exact(r"\.us$"),
+            DeliveryOptions::default(),
+        );
         assert_eq!(route(&mut router, "orders.us").len(), 2);
         assert_eq!(router.remove_connection(connection(1)), 1);
         assert_eq!(route(&mut router, "orders.us"), [(2, vec!["q".into()])]);

@@ -72,7 +72,9 @@ pub fn check_name(topic: &[u8]) -> Result<(), TopicError> {
         return Err(TopicError::Missing);
     }
     if topic.len() > TOPIC_BYTES_MAX {
-        return Err(TopicError::TooLong { length_bytes: topic.len() });
+        return Err(TopicError::TooLong {
+            length_bytes: topic.len(),
+        });
     }
     Ok(())
 }
@@ -90,9 +92,18 @@ impl TopicSpec {
             .build()
             .map_err(|error| TopicError::BadRegex {
                 pattern: text.clone(),
-                reason: error.to_string().lines().last().unwrap_or("invalid").trim().to_string(),
+                reason: error
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .to_string(),
             })?;
-        Ok(TopicSpec::Pattern(TopicPattern { text: Arc::from(text), regex }))
+        Ok(TopicSpec::Pattern(TopicPattern {
+            text: Arc::from(text),
+            regex,
+        }))
     }
 
     /// Reads a subscription topic as a literal name, whatever characters it holds (the
@@ -125,7 +136,10 @@ mod tests {
 
     #[test]
     fn dotted_names_are_exact_and_metacharacters_make_patterns() {
-        assert!(matches!(TopicSpec::parse(b"orders.us").unwrap(), TopicSpec::Exact(_)));
+        assert!(matches!(
+            TopicSpec::parse(b"orders.us").unwrap(),
+            TopicSpec::Exact(_)
+        ));
         let pattern = TopicSpec::parse(br"^orders\..*").unwrap();
         assert!(pattern.matches(b"orders.us"));
         assert!(pattern.matches(b"orders.eu"));
@@ -135,9 +149,17 @@ mod tests {
 
     #[test]
     fn bad_patterns_and_bad_names_are_refused() {
-        assert!(matches!(TopicSpec::parse(b"orders.("), Err(TopicError::BadRegex { .. })));
+        assert!(matches!(
+            TopicSpec::parse(b"orders.("),
+            Err(TopicError::BadRegex { .. })
+        ));
         assert_eq!(TopicSpec::parse(b"").unwrap_err(), TopicError::Missing);
         let long = vec![b'a'; TOPIC_BYTES_MAX + 1];
-        assert_eq!(check_name(&long), Err(TopicError::TooLong { length_bytes: TOPIC_BYTES_MAX + 1 }));
+        assert_eq!(
+            check_name(&long),
+            Err(TopicError::TooLong {
+                length_bytes: TOPIC_BYTES_MAX + 1
+            })
+        );
     }
 }

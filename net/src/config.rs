@@ -6,6 +6,8 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tachyon_core::sow::{Durability, SowTopicConfig};
 use thiserror::Error;
 
 /// A config that cannot be used.
@@ -25,6 +27,12 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A `[[sow.topics]]` entry that cannot be used.
+    #[error("config: [[sow.topics]] {message}")]
+    Sow {
+        /// What is wrong, naming the topic.
         message: String,
     },
     /// A value outside its allowed range.
@@ -51,6 +59,101 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Bounds on what clients may send and hold.
     pub limits: LimitsConfig,
+    /// State of the World topics.
+    pub sow: SowConfig,
+}
+
+/// The `[sow]` table: SOW topics and how they are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SowConfig {
+    /// Seconds between snapshots of changed persistent topics (0: only at clean shutdown).
+    pub snapshot_interval_seconds: u64,
+    /// The SOW topics (`[[sow.topics]]`).
+    pub topics: Vec<SowTopicToml>,
+}
+
+impl Default for SowConfig {
+    fn default() -> Self {
+        SowConfig {
+            snapshot_interval_seconds: 10,
+            topics: Vec::new(),
+        }
+    }
+}
+
+/// One `[[sow.topics]]` entry as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SowTopicToml {
+    /// Exact topic name.
+    pub topic: String,
+    /// Key field paths, e.g. `["/id"]`; empty: every publish must carry a `k` header.
+    #[serde(default)]
+    pub key_fields: Vec<String>,
+    /// Slab size in bytes (default 1 MiB).
+    #[serde(default = "slab_size_bytes_default")]
+    pub slab_size_bytes: usize,
+    /// `transient` (default) or `persistent`.
+    #[serde(default = "durability_default")]
+    pub durability: String,
+    /// Default record lifetime in seconds when a publish carries no `e` header.
+    #[serde(default)]
+    pub expiration_seconds: Option<u64>,
+}
+
+fn slab_size_bytes_default() -> usize {
+    tachyon_core::sow::SLAB_SIZE_BYTES_DEFAULT
+}
+
+fn durability_default() -> String {
+    "transient".into()
+}
+
+impl SowTopicToml {
+    /// The store's configuration, validated; errors name the topic.
+    pub fn to_topic_config(&self) -> Result<SowTopicConfig, ConfigError> {
+        let durability = Durability::parse(&self.durability).ok_or_else(|| ConfigError::Sow {
+            message: format!(
+                "topic {:?}: durability {:?} is neither \"transient\" nor \"persistent\"",
+                self.topic, self.durability
+            ),
+        })?;
+        let config = SowTopicConfig {
+            topic: self.topic.clone(),
+            key_fields: self.key_fields.clone(),
+            slab_size_bytes: self.slab_size_bytes,
+            durability,
+            expiration: self.expiration_seconds.map(Duration::from_secs),
+        };
+        config.validate().map_err(|error| ConfigError::Sow {
+            message: format!("topic {:?}: {error}", self.topic),
+        })?;
+        Ok(config)
+    }
+}
+
+impl SowConfig {
+    /// Every SOW topic's store configuration, validated, duplicates refused.
+    pub fn topic_configs(&self) -> Result<Vec<SowTopicConfig>, ConfigError> {
+        let mut configs: Vec<SowTopicConfig> = Vec::with_capacity(self.topics.len());
+        for entry in &self.topics {
+            let config = entry.to_topic_config()?;
+            if configs
+                .iter()
+                .any(|existing| existing.topic == config.topic)
+            {
+                return Err(ConfigError::Sow {
+                    message: format!(
+                        "topic {:?} is declared twice; remove one entry",
+                        config.topic
+                    ),
+                });
+            }
+            configs.push(config);
+        }
+        Ok(configs)
+    }
 }
 
 /// Listening addresses of the client transports.
@@ -121,6 +224,7 @@ impl Default for Config {
             transport: TransportConfig::default(),
             runtime: RuntimeConfig::default(),
             limits: LimitsConfig::default(),
+            sow: SowConfig::default(),
         }
     }
 }
@@ -235,6 +339,7 @@ impl Config {
                 "0 (auto) ..= 1024",
             ));
         }
+        self.sow.topic_configs()?;
         Ok(())
     }
 }
@@ -273,6 +378,45 @@ mod tests {
         let (_, path) = write("[runtime]\nshardz = 2\n");
         let message = Config::load(&path).unwrap_err().to_string();
         assert!(message.contains("shardz"), "{message}");
+    }
+
+    #[test]
+    fn sow_topics_are_read_and_validated_naming_the_topic() {
+        let (_, path) = write(
+            "[sow]\nsnapshot_interval_seconds = 3\n[[sow.topics]]\ntopic = \"orders\"\nkey_fields = [\"/id\"]\ndurability = \"persistent\"\nexpiration_seconds = 60\n[[sow.topics]]\ntopic = \"quotes\"\nkey_fields = [\"/sym\", \"/venue\"]\n",
+        );
+        let config = Config::load(&path).unwrap();
+        let topics = config.sow.topic_configs().unwrap();
+        assert_eq!(config.sow.snapshot_interval_seconds, 3);
+        assert_eq!(topics.len(), 2);
+        assert_eq!(topics[0].durability, Durability::Persistent);
+        assert_eq!(topics[0].expiration, Some(Duration::from_secs(60)));
+        assert_eq!(
+            topics[1].slab_size_bytes,
+            tachyon_core::sow::SLAB_SIZE_BYTES_DEFAULT
+        );
+        for (text, needle) in [
+            (
+                "[[sow.topics]]\ntopic = \"bad\"\nkey_fields = [\"id\"]\n",
+                "\"bad\"",
+            ),
+            (
+                "[[sow.topics]]\ntopic = \"d\"\ndurability = \"durable\"\n",
+                "durable",
+            ),
+            (
+                "[[sow.topics]]\ntopic = \"x\"\nkeyfields = [\"/id\"]\n",
+                "keyfields",
+            ),
+            (
+                "[[sow.topics]]\ntopic = \"t\"\n[[sow.topics]]\ntopic = \"t\"\n",
+                "twice",
+            ),
+        ] {
+            let (_, path) = write(text);
+            let message = Config::load(&path).unwrap_err().to_string();
+            assert!(message.contains(needle), "{message}");
+        }
     }
 
     #[test]

@@ -24,9 +24,13 @@ use tachyon_core::ids::ConnectionId;
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
 use tachyon_core::protocol::reply::{self, Outcome};
+use tachyon_core::protocol::sow_reply;
 use tachyon_core::protocol::{parse_header, AckType, Header};
 use tachyon_core::router::Delivery;
-use tachyon_core::session::{AckTarget, Refusal, Request, Session, SessionLimits};
+use tachyon_core::session::{
+    refuse as refusal, AckTarget, OwnedAckTarget, Reason, Refusal, Request, Session, SessionLimits,
+    SowDeleteBy,
+};
 use tracing::{debug, info, warn};
 
 /// Why a connection was closed by the server.
@@ -143,12 +147,40 @@ impl Connection {
     }
 
     /// Queues one delivery: header written here, payload shared with the publisher's buffer.
-    pub(crate) fn deliver(&self, shard: &Shard, delivery: &Delivery, message: &PublishedMessage) {
+    pub(crate) fn deliver(
+        &self,
+        shard: &Shard,
+        delivery: &Delivery,
+        message: &PublishedMessage,
+        sow_key: Option<&[u8]>,
+    ) {
         if self.is_closing() {
             return;
         }
-        let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message);
+        let pushed = match sow_key {
+            None => queue_delivery(&mut self.outbound.borrow_mut(), delivery, message),
+            Some(key) => {
+                queue_sow_delivery(&mut self.outbound.borrow_mut(), delivery, message, key)
+            }
+        };
         self.after_push(shard, pushed);
+    }
+
+    /// Queues whole frames rendered elsewhere (SOW query results, oof messages, SOW acks).
+    pub(crate) fn push_frames(&self, shard: &Shard, bytes: &[u8]) {
+        if self.is_closing() || bytes.is_empty() {
+            return;
+        }
+        self.send_inline(shard, |buffer| buffer.extend_from_slice(bytes));
+    }
+
+    /// Queues a success ack of type `ack` when the command asked for it.
+    fn ack_success(&self, shard: &Shard, target: &AckTarget<'_>, ack: AckType) {
+        if target.acks.contains(ack) {
+            self.send_inline(shard, |buffer| {
+                reply::write_ack(buffer, ack, target, Outcome::Success)
+            });
+        }
     }
 
     /// Heartbeat and logon deadlines, checked by the shard's timer.
@@ -193,6 +225,32 @@ pub(crate) fn queue_delivery(
                 buffer,
                 message.topic(),
                 &delivery.sub_ids,
+                message.correlation_id(),
+                timestamp,
+                payload_bytes,
+            )
+        },
+        message.payload_bytes(),
+    )
+}
+
+/// Appends one delivery from a SOW topic: as [`queue_delivery`] plus the record's key `k` when
+/// a subscription of the delivery wants it.
+pub(crate) fn queue_sow_delivery(
+    outbound: &mut Outbound,
+    delivery: &Delivery,
+    message: &PublishedMessage,
+    key: &[u8],
+) -> Result<(), OverBudget> {
+    let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
+    let payload_bytes = message.payload().len();
+    outbound.push_with_payload(
+        |buffer| {
+            sow_reply::write_sow_delivery_header(
+                buffer,
+                message.topic(),
+                &delivery.sub_ids,
+                delivery.sow_key.then_some(key),
                 message.correlation_id(),
                 timestamp,
                 payload_bytes,
@@ -416,9 +474,85 @@ async fn handle_frame(
             });
             return Ok(());
         }
-        Request::Publish => {
+        Request::Publish | Request::DeltaPublish => {
             ShardStats::add(&shard.stats.messages_published, 1);
-            shard.publish(published_message(&frame, &header)).await;
+            let delta = matches!(request, Request::DeltaPublish);
+            let message = published_message(&frame, &header);
+            match shard.sow_check(&header, message.payload(), delta) {
+                Ok(None) => shard.publish(message).await,
+                Ok(Some(info)) => {
+                    if let Err(refused) = shard.publish_sow(message, info).await {
+                        refuse(shard, connection, &target, &refused);
+                        return Ok(());
+                    }
+                }
+                Err(refused) => {
+                    refuse(shard, connection, &target, &refused);
+                    return Ok(());
+                }
+            }
+        }
+        Request::SowQuery(query) => {
+            if !shard.is_sow_topic(&query.topic) {
+                if let Some((sub_id, _)) = &query.subscription {
+                    session.forget_subscription(sub_id);
+                }
+                let refused = refusal(
+                    Reason::NotSupported,
+                    format!(
+                        "topic {} is not a SOW topic; declare it in [[sow.topics]] to query it",
+                        String::from_utf8_lossy(&query.topic)
+                    ),
+                );
+                refuse(shard, connection, &target, &refused);
+                return Ok(());
+            }
+            // processed precedes group_begin (§5.4): it is queued before the query is sent.
+            connection.ack_success(shard, &target, AckType::Processed);
+            if let (Some((sub_id, _)), Some(previous)) = (&query.subscription, &query.previous) {
+                shard
+                    .unsubscribe(connection.id, sub_id, &previous.topic)
+                    .await;
+            }
+            shard
+                .sow_query(connection.id, query, OwnedAckTarget::new(&target))
+                .await;
+            return Ok(());
+        }
+        Request::SowDelete { topic, by } => {
+            let key = header
+                .get(Key::SowKey)
+                .map(|key| Box::from(&*key.to_bytes()));
+            let data = frame.slice(header.payload_offset..);
+            let refused = if !shard.is_sow_topic(&topic) {
+                Some(refusal(
+                    Reason::NotSupported,
+                    format!(
+                        "topic {} is not a SOW topic; declare it in [[sow.topics]]",
+                        String::from_utf8_lossy(&topic)
+                    ),
+                ))
+            } else if matches!(by, SowDeleteBy::Data) && data.is_empty() && key.is_none() {
+                Some(refusal(
+                    Reason::InvalidHeader,
+                    "sow_delete needs a filter, sow_keys, a k header or data",
+                ))
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                refuse(shard, connection, &target, &refused);
+                return Ok(());
+            }
+            let request = crate::mesh::SowDeleteRequest {
+                topic,
+                by,
+                key,
+                data,
+                ack: OwnedAckTarget::new(&target),
+            };
+            shard.sow_delete(connection.id, request).await;
+            return Ok(());
         }
         Request::Subscribe {
             sub_id,

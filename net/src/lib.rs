@@ -16,6 +16,7 @@ mod pipeline_tests;
 mod receive;
 pub mod runtime;
 mod shard;
+pub mod sow;
 pub mod stats;
 
 pub use config::{Config, ConfigError, TopicRouting};

@@ -7,14 +7,23 @@
 //!
 //! | lane     | from → to                 | carries                                         |
 //! |----------|---------------------------|-------------------------------------------------|
-//! | publish  | publisher's shard → owner | messages to route, flush barriers               |
+//! | publish  | publisher's shard → owner | messages to route, SOW publishes, queries and    |
+//! |          |                           | deletes (ordered after the connection's earlier  |
+//! |          |                           | publishes), flush barriers                       |
 //! | control  | subscriber's shard → all  | subscription changes, closed connections        |
-//! | delivery | owner → subscriber's shard| matched messages, replies to barriers/changes   |
+//! | delivery | owner → subscriber's shard| matched messages, rendered SOW frames (query     |
+//! |          |                           | results, oof, SOW acks), replies                 |
+//!
+//! A SOW query or delete is carried out by the topic's owner when it takes the request off the
+//! publish lane; its frames go back on the delivery lane, whose receivers only queue them.
 
+use bytes::Bytes;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use std::time::Duration;
 use tachyon_core::ids::{ConnectionId, ShardId, SubId};
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::router::{Delivery, DeliveryOptions};
+use tachyon_core::session::{OwnedAckTarget, SowDeleteBy, SowQuery};
 use tachyon_core::topic::TopicSpec;
 
 /// A token that pairs a reply with the request that waits for it.
@@ -24,11 +33,53 @@ pub(crate) type ReplyToken = u64;
 pub(crate) enum PublishLane {
     /// Route this message (the receiving shard owns its topic).
     Publish(PublishedMessage),
+    /// Store this message in the owner's SOW, then route it.
+    SowPublish {
+        message: PublishedMessage,
+        info: SowPublishInfo,
+    },
+    /// Run a SOW query (registering its subscription in the same step); the frames go back to
+    /// `connection` with `token`.
+    SowQuery {
+        connection: ConnectionId,
+        query: Box<SowQuery>,
+        ack: OwnedAckTarget,
+        token: ReplyToken,
+    },
+    /// Delete SOW records; the acks go back to `connection` with `token`.
+    SowDelete {
+        connection: ConnectionId,
+        request: Box<SowDeleteRequest>,
+        token: ReplyToken,
+    },
     /// Reply once everything sent before this has been routed.
     Barrier {
         reply_to: ShardId,
         token: ReplyToken,
     },
+}
+
+/// What the owner needs, besides the message, to store a SOW publish.
+#[derive(Debug, Clone)]
+pub(crate) struct SowPublishInfo {
+    /// An explicit `k` header.
+    pub key: Option<Box<[u8]>>,
+    /// The `e` header.
+    pub expiration: Option<Duration>,
+    /// `delta_publish`: merge into the stored record.
+    pub delta: bool,
+}
+
+/// A validated `sow_delete`.
+#[derive(Debug)]
+pub(crate) struct SowDeleteRequest {
+    pub topic: Box<[u8]>,
+    pub by: SowDeleteBy,
+    /// An explicit `k` header (delete by data).
+    pub key: Option<Box<[u8]>>,
+    /// The command's payload (delete by data).
+    pub data: Bytes,
+    pub ack: OwnedAckTarget,
 }
 
 /// Control lane traffic.
@@ -61,6 +112,14 @@ pub(crate) enum DeliveryLane {
     Deliver {
         delivery: Delivery,
         message: PublishedMessage,
+        /// The SOW record's wire key, for `k` (SOW topics only).
+        sow_key: Option<Bytes>,
+    },
+    /// Queue these whole frames for one local connection, then (with a token) reply.
+    Frames {
+        connection: ConnectionId,
+        bytes: Vec<u8>,
+        token: Option<ReplyToken>,
     },
     /// A request with this token was carried out.
     Reply { token: ReplyToken },

@@ -94,8 +94,8 @@ fn publish_to_send_allocates_nothing_per_message() {
         tachyon_core::filter::Filter::compile("/sym = 'IBM' AND /px > 100 AND /side IN ('B','S')")
             .unwrap();
     let filtered = DeliveryOptions {
-        timestamp: false,
         filter: Some(filter),
+        ..DeliveryOptions::default()
     };
     router.add(
         subscriber,

@@ -258,6 +258,10 @@ async fn run_shard(
         shutdown.clone(),
         lanes,
     ));
+    if let Err(message) = shard.load_sow() {
+        let _ = ready.send((id.index(), Err(message)));
+        return;
+    }
     if let Some(receivers) = receivers.as_mut() {
         shard.serve_lanes(receivers);
     }
@@ -282,6 +286,8 @@ async fn run_shard(
         for connection in shard.connections() {
             connection.check_timers(&shard, now);
         }
+        shard.expire_sow().await;
+        shard.snapshot_sow(false);
     }
     acceptor.cancel().await;
     let connections = shard.connections();
@@ -297,5 +303,6 @@ async fn run_shard(
     if left > 0 {
         warn!(shard = %id, left, "connections still open at the drain deadline; closing them");
     }
+    shard.snapshot_sow(true);
     drop(receivers);
 }

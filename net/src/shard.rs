@@ -43,10 +43,11 @@ pub(crate) struct Shard {
     pub config: Arc<Config>,
     pub stats: Arc<ShardStats>,
     pub shutdown: Arc<AtomicBool>,
-    router: RefCell<Router>,
+    pub(crate) router: RefCell<Router>,
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
-    lanes: Option<LaneSenders>,
+    pub(crate) lanes: Option<LaneSenders>,
+    pub(crate) sow: crate::sow::SowState,
     pending_replies: RefCell<HashMap<ReplyToken, PendingReply>>,
     next_token: Cell<ReplyToken>,
     route_scratch: RefCell<Vec<Delivery>>,
@@ -61,7 +62,12 @@ impl Shard {
         shutdown: Arc<AtomicBool>,
         lanes: Option<LaneSenders>,
     ) -> Shard {
+        let sow_topics = config
+            .sow
+            .topic_configs()
+            .expect("the configuration was validated before the shards started");
         Shard {
+            sow: crate::sow::SowState::new(sow_topics),
             id,
             shard_count,
             config,
@@ -204,19 +210,7 @@ impl Shard {
             );
         }
         for delivery in deliveries.drain(..) {
-            if delivery.connection.shard == self.id {
-                self.deliver_local(&delivery, &message);
-                continue;
-            }
-            let lanes = self.lanes.as_ref().expect("remote deliveries need lanes");
-            let shard = delivery.connection.shard.index();
-            let lane = DeliveryLane::Deliver {
-                delivery,
-                message: message.clone(),
-            };
-            if lanes.delivery.send_to(shard, lane).await.is_err() {
-                warn!(shard = %self.id, to = shard, "subscriber shard has stopped; delivery dropped during shutdown");
-            }
+            self.dispatch(delivery, &message, None).await;
         }
         let mut scratch = self.route_scratch.borrow_mut();
         if scratch.capacity() < deliveries.capacity() {
@@ -224,9 +218,37 @@ impl Shard {
         }
     }
 
-    pub(crate) fn deliver_local(&self, delivery: &Delivery, message: &PublishedMessage) {
+    /// Hands one delivery to its connection: inline when local, else over the delivery lane.
+    pub(crate) async fn dispatch(
+        &self,
+        delivery: Delivery,
+        message: &PublishedMessage,
+        sow_key: Option<&bytes::Bytes>,
+    ) {
+        if delivery.connection.shard == self.id {
+            self.deliver_local(&delivery, message, sow_key.map(|key| &key[..]));
+            return;
+        }
+        let lanes = self.lanes.as_ref().expect("remote deliveries need lanes");
+        let shard = delivery.connection.shard.index();
+        let lane = DeliveryLane::Deliver {
+            delivery,
+            message: message.clone(),
+            sow_key: sow_key.cloned(),
+        };
+        if lanes.delivery.send_to(shard, lane).await.is_err() {
+            warn!(shard = %self.id, to = shard, "subscriber shard has stopped; delivery dropped during shutdown");
+        }
+    }
+
+    pub(crate) fn deliver_local(
+        &self,
+        delivery: &Delivery,
+        message: &PublishedMessage,
+        sow_key: Option<&[u8]>,
+    ) {
         if let Some(connection) = self.connection(delivery.connection) {
-            connection.deliver(self, delivery, message);
+            connection.deliver(self, delivery, message, sow_key);
         }
     }
 
@@ -339,7 +361,7 @@ impl Shard {
 
     // ---- replies ----------------------------------------------------------------------------
 
-    fn new_token(&self, expected: usize) -> ReplyToken {
+    pub(crate) fn new_token(&self, expected: usize) -> ReplyToken {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         if expected > 0 {
@@ -354,7 +376,7 @@ impl Shard {
         token
     }
 
-    fn reply_arrived(&self, token: ReplyToken) {
+    pub(crate) fn reply_arrived(&self, token: ReplyToken) {
         let mut pending = self.pending_replies.borrow_mut();
         let Some(entry) = pending.get_mut(&token) else {
             warn!(shard = %self.id, token, "reply for no pending request");
@@ -369,7 +391,7 @@ impl Shard {
         }
     }
 
-    fn replies(&self, token: ReplyToken) -> Replies<'_> {
+    pub(crate) fn replies(&self, token: ReplyToken) -> Replies<'_> {
         Replies { shard: self, token }
     }
 
@@ -383,6 +405,31 @@ impl Shard {
                 while let Some(item) = receiver.recv().await {
                     match item {
                         PublishLane::Publish(message) => shard.route(message).await,
+                        PublishLane::SowPublish { message, info } => {
+                            if let Err(error) = shard.route_sow_publish(message, info).await {
+                                // The publisher's shard checked key and size; what is left
+                                // (a merge into a stored record that is not a JSON object, a
+                                // merged record over the limit) can only be logged.
+                                warn!(shard = %shard.id, "SOW publish refused by the owner: {error}");
+                            }
+                        }
+                        PublishLane::SowQuery {
+                            connection,
+                            query,
+                            ack,
+                            token,
+                        } => {
+                            let frames = shard.run_sow_query(connection, &query, &ack);
+                            shard.send_frames(connection, frames, Some(token)).await;
+                        }
+                        PublishLane::SowDelete {
+                            connection,
+                            request,
+                            token,
+                        } => {
+                            let frames = shard.run_sow_delete(&request).await;
+                            shard.send_frames(connection, frames, Some(token)).await;
+                        }
                         PublishLane::Barrier { reply_to, token } => {
                             assert_eq!(reply_to.index(), peer);
                             let lanes = shard.lanes.as_ref().expect("lanes");
@@ -443,8 +490,22 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(item) = receiver.recv().await {
                     match item {
-                        DeliveryLane::Deliver { delivery, message } => {
-                            shard.deliver_local(&delivery, &message)
+                        DeliveryLane::Deliver {
+                            delivery,
+                            message,
+                            sow_key,
+                        } => shard.deliver_local(&delivery, &message, sow_key.as_deref()),
+                        DeliveryLane::Frames {
+                            connection,
+                            bytes,
+                            token,
+                        } => {
+                            if let Some(local) = shard.connection(connection) {
+                                local.push_frames(&shard, &bytes);
+                            }
+                            if let Some(token) = token {
+                                shard.reply_arrived(token);
+                            }
                         }
                         DeliveryLane::Reply { token } => shard.reply_arrived(token),
                     }

@@ -49,6 +49,7 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # --------------------------------------------------------------------------- session checks
 def pytest_configure(config):
     config.addinivalue_line("markers", "hard_timeout(seconds): per-test watchdog override")
+    config.addinivalue_line("markers", "server_toml(text): extra TOML appended to the server's config")
 
 
 def pytest_sessionstart(session):
@@ -99,9 +100,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, shards: int = 1):
+    def __init__(self, workdir: Path, shards: int = 1, extra_toml: str = ""):
         self.workdir = workdir
         self.shards = shards
+        # Appended to the generated config (e.g. [[sow.topics]] tables); see the server_toml marker.
+        self.extra_toml = extra_toml
         self.host = "127.0.0.1"
         self.port = free_port()
         self.data_dir = workdir / "data"
@@ -124,6 +127,7 @@ class Server:
             f"amps_tcp = \"{self.host}:{self.port}\"\n"
             f"[runtime]\n"
             f"shards = {self.shards}\n"
+            + (f"\n{self.extra_toml}\n" if self.extra_toml else "")
         )
 
     def start(self) -> None:
@@ -206,10 +210,10 @@ class Server:
         return rc, time.monotonic() - t0
 
 
-def _start_server(tmp_path: Path, shards: int) -> Server:
+def _start_server(tmp_path: Path, shards: int, extra_toml: str = "") -> Server:
     last = None
     for _ in range(3):  # retry only for a lost free-port race
-        srv = Server(tmp_path / f"srv-{uuid.uuid4().hex[:6]}", shards)
+        srv = Server(tmp_path / f"srv-{uuid.uuid4().hex[:6]}", shards, extra_toml)
         srv.workdir.mkdir(parents=True)
         try:
             srv.start()
@@ -227,7 +231,8 @@ def server(request, tmp_path):
     """A running tachyon. Parametrize with `@pytest.mark.parametrize("server", [1, 2], indirect=True)`
     to choose the number of shards (default 1)."""
     shards = getattr(request, "param", 1)
-    srv = _start_server(tmp_path, shards)
+    marker = request.node.get_closest_marker("server_toml")
+    srv = _start_server(tmp_path, shards, marker.args[0] if marker else "")
     yield srv
     was_alive = srv.alive()
     early_rc = srv.proc.poll()

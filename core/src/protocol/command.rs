@@ -131,7 +131,10 @@ impl AckTypes {
     pub fn parse(list: &[u8]) -> AckTypes {
         let mut set = 0u8;
         for word in list.split(|&byte| byte == b',') {
-            if let Some(ack) = AckType::ALL.iter().find(|ack| ack.as_str().as_bytes() == word) {
+            if let Some(ack) = AckType::ALL
+                .iter()
+                .find(|ack| ack.as_str().as_bytes() == word)
+            {
                 set |= *ack as u8;
             }
         }
@@ -150,7 +153,9 @@ impl AckTypes {
 
     /// The requested types in sending order.
     pub fn iter(self) -> impl Iterator<Item = AckType> {
-        AckType::ALL.into_iter().filter(move |ack| self.contains(*ack))
+        AckType::ALL
+            .into_iter()
+            .filter(move |ack| self.contains(*ack))
     }
 }
 
@@ -206,7 +211,9 @@ impl Options {
                 b"beat" => options.beat = true,
                 b"non_regex_topic" => options.non_regex_topic = true,
                 b"start" => {
-                    let seconds = words.peek().and_then(|next| super::header::parse_u64(next.trim_ascii()));
+                    let seconds = words
+                        .peek()
+                        .and_then(|next| super::header::parse_u64(next.trim_ascii()));
                     if seconds.is_some() {
                         words.next();
                     }
@@ -231,9 +238,16 @@ mod tests {
     fn command_words_in_both_publish_spellings() {
         assert_eq!(CommandKind::parse(b"p"), Some(CommandKind::Publish));
         assert_eq!(CommandKind::parse(b"publish"), Some(CommandKind::Publish));
-        assert_eq!(CommandKind::parse(b"sow_and_delta_subscribe"), Some(CommandKind::SowAndDeltaSubscribe));
+        assert_eq!(
+            CommandKind::parse(b"sow_and_delta_subscribe"),
+            Some(CommandKind::SowAndDeltaSubscribe)
+        );
         assert_eq!(CommandKind::parse(b"bogus"), None);
-        for kind in [CommandKind::Logon, CommandKind::SowDelete, CommandKind::Heartbeat] {
+        for kind in [
+            CommandKind::Logon,
+            CommandKind::SowDelete,
+            CommandKind::Heartbeat,
+        ] {
             assert_eq!(CommandKind::parse(kind.as_str().as_bytes()), Some(kind));
         }
     }
@@ -244,7 +258,10 @@ mod tests {
         assert!(acks.contains(AckType::Processed));
         assert!(acks.contains(AckType::Completed));
         assert!(!acks.contains(AckType::Received));
-        assert_eq!(acks.iter().collect::<Vec<_>>(), [AckType::Processed, AckType::Completed, AckType::Stats]);
+        assert_eq!(
+            acks.iter().collect::<Vec<_>>(),
+            [AckType::Processed, AckType::Completed, AckType::Stats]
+        );
         assert_eq!(AckTypes::parse(b""), AckTypes::NONE);
     }
 

@@ -79,7 +79,10 @@ mod tests {
         let prefix = (2u32 << 30).to_be_bytes();
         assert_eq!(
             cut_frame(&prefix, 1 << 20),
-            Err(FrameError::TooLarge { length_bytes: 2 << 30, max_bytes: 1 << 20 })
+            Err(FrameError::TooLarge {
+                length_bytes: 2 << 30,
+                max_bytes: 1 << 20
+            })
         );
     }
 

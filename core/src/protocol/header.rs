@@ -147,7 +147,10 @@ impl<'a> Header<'a> {
 
 /// Parses the header at the start of `message` (a frame without its length prefix).
 pub fn parse_header(message: &[u8]) -> Result<Header<'_>, HeaderError> {
-    let mut header = Header { values: [None; KEY_COUNT], payload_offset: 0 };
+    let mut header = Header {
+        values: [None; KEY_COUNT],
+        payload_offset: 0,
+    };
     let mut at = skip_space(message, 0);
     match message.get(at) {
         Some(b'{') => at += 1,
@@ -216,7 +219,10 @@ fn read_string(message: &[u8], at: usize) -> Result<(RawValue<'_>, usize), Heade
             }
             continue;
         }
-        let value = RawValue { bytes: &message[start..position], escaped };
+        let value = RawValue {
+            bytes: &message[start..position],
+            escaped,
+        };
         return Ok((value, position + 1));
     }
 }
@@ -232,13 +238,22 @@ fn read_value(message: &[u8], at: usize) -> Result<(RawValue<'_>, usize), Header
                 .position(|byte| matches!(byte, b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n'))
                 .ok_or(HeaderError::Unterminated { at: message.len() })?;
             if length == 0 {
-                return Err(HeaderError::Unexpected { byte: message[at], at });
+                return Err(HeaderError::Unexpected {
+                    byte: message[at],
+                    at,
+                });
             }
             let bytes = &message[at..at + length];
             if bytes.iter().any(|&byte| byte == b'"' || byte == b':') {
                 return Err(HeaderError::Unexpected { byte: bytes[0], at });
             }
-            Ok((RawValue { bytes, escaped: false }, at + length))
+            Ok((
+                RawValue {
+                    bytes,
+                    escaped: false,
+                },
+                at + length,
+            ))
         }
         None => Err(HeaderError::Unterminated { at }),
     }
@@ -264,7 +279,10 @@ mod tests {
         let frame = br#"{"c":"p","t":"orders","s":1795299844070000001}{"id":1,"qty":5}"#;
         let header = parse_header(frame).unwrap();
         assert_eq!(&frame[header.payload_offset..], br#"{"id":1,"qty":5}"#);
-        assert_eq!(header.get(Key::Sequence).unwrap().as_u64(), Some(1795299844070000001));
+        assert_eq!(
+            header.get(Key::Sequence).unwrap().as_u64(),
+            Some(1795299844070000001)
+        );
     }
 
     #[test]
@@ -297,10 +315,22 @@ mod tests {
 
     #[test]
     fn nested_values_and_truncation_are_errors() {
-        assert_eq!(parse_header(br#"{"c":{"x":1}}"#).unwrap_err(), HeaderError::Nested { at: 5 });
-        assert!(matches!(parse_header(br#"{"c":"p""#), Err(HeaderError::Unterminated { .. })));
-        assert!(matches!(parse_header(br#"{"c""#), Err(HeaderError::Unterminated { .. })));
-        assert_eq!(parse_header(b"garbage").unwrap_err(), HeaderError::NoOpeningBrace);
+        assert_eq!(
+            parse_header(br#"{"c":{"x":1}}"#).unwrap_err(),
+            HeaderError::Nested { at: 5 }
+        );
+        assert!(matches!(
+            parse_header(br#"{"c":"p""#),
+            Err(HeaderError::Unterminated { .. })
+        ));
+        assert!(matches!(
+            parse_header(br#"{"c""#),
+            Err(HeaderError::Unterminated { .. })
+        ));
+        assert_eq!(
+            parse_header(b"garbage").unwrap_err(),
+            HeaderError::NoOpeningBrace
+        );
         assert!(parse_header(br#"{"c":"p" "t":"x"}"#).is_err());
     }
 

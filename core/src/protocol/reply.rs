@@ -40,14 +40,18 @@ fn echo_ids(header: &mut HeaderWriter<'_>, target: &AckTarget<'_>) {
 pub fn write_ack(buffer: &mut Vec<u8>, ack: AckType, target: &AckTarget<'_>, outcome: Outcome<'_>) {
     let mut frame = FrameWriter::new(buffer);
     let mut header = frame.header();
-    header.string("c", b"ack").string("a", ack.as_str().as_bytes());
+    header
+        .string("c", b"ack")
+        .string("a", ack.as_str().as_bytes());
     echo_ids(&mut header, target);
     match outcome {
         Outcome::Success => {
             header.string("status", b"success");
         }
         Outcome::Failure(refusal) => {
-            header.string("status", b"failure").string("reason", refusal.reason.as_str().as_bytes());
+            header
+                .string("status", b"failure")
+                .string("reason", refusal.reason.as_str().as_bytes());
         }
     }
     header.finish();
@@ -56,15 +60,27 @@ pub fn write_ack(buffer: &mut Vec<u8>, ack: AckType, target: &AckTarget<'_>, out
 
 /// Appends the processed ack of a successful logon: version, client name and the publish-store
 /// recovery bookmark `<client name hash>|<last persisted sequence>|`.
-pub fn write_logon_ack(buffer: &mut Vec<u8>, target: &AckTarget<'_>, client_name: &str, last_persisted_sequence: u64) {
+pub fn write_logon_ack(
+    buffer: &mut Vec<u8>,
+    target: &AckTarget<'_>,
+    client_name: &str,
+    last_persisted_sequence: u64,
+) {
     let mut frame = FrameWriter::new(buffer);
     let mut header = frame.header();
     header.string("c", b"ack").string("a", b"processed");
     echo_ids(&mut header, target);
-    header.string("version", PROTOCOL_VERSION.as_bytes()).string("status", b"success");
+    header
+        .string("version", PROTOCOL_VERSION.as_bytes())
+        .string("status", b"success");
     header.string("client_name", client_name.as_bytes());
     let mut bookmark = Vec::with_capacity(48);
-    bookmark.extend_from_slice(crate::ids::stable_hash(client_name.as_bytes()).max(1).to_string().as_bytes());
+    bookmark.extend_from_slice(
+        crate::ids::stable_hash(client_name.as_bytes())
+            .max(1)
+            .to_string()
+            .as_bytes(),
+    );
     bookmark.push(b'|');
     bookmark.extend_from_slice(last_persisted_sequence.to_string().as_bytes());
     bookmark.push(b'|');
@@ -139,11 +155,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -168,12 +189,26 @@ mod tests {
     fn acks_echo_ids_and_carry_reasons() {
         let mut buffer = Vec::new();
         write_ack(&mut buffer, AckType::Processed, &target(), Outcome::Success);
-        assert_eq!(&buffer[4..], br#"{"c":"ack","a":"processed","cid":"auto2","sub_id":"subA","status":"success"}"#);
+        assert_eq!(
+            &buffer[4..],
+            br#"{"c":"ack","a":"processed","cid":"auto2","sub_id":"subA","status":"success"}"#
+        );
         buffer.clear();
-        let refusal = Refusal { reason: Reason::BadFilter, detail: "x".into() };
-        write_ack(&mut buffer, AckType::Processed, &target(), Outcome::Failure(&refusal));
+        let refusal = Refusal {
+            reason: Reason::BadFilter,
+            detail: "x".into(),
+        };
+        write_ack(
+            &mut buffer,
+            AckType::Processed,
+            &target(),
+            Outcome::Failure(&refusal),
+        );
         assert!(buffer.ends_with(br#""status":"failure","reason":"bad filter"}"#));
-        assert_eq!(u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize, buffer.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize,
+            buffer.len() - 4
+        );
     }
 
     #[test]
@@ -182,9 +217,15 @@ mod tests {
         write_logon_ack(&mut buffer, &target(), "pub-1", 0);
         let header = parse_header(&buffer[4..]).unwrap();
         use crate::protocol::keys::Key;
-        assert_eq!(header.bytes(Key::Version), Some(PROTOCOL_VERSION.as_bytes()));
+        assert_eq!(
+            header.bytes(Key::Version),
+            Some(PROTOCOL_VERSION.as_bytes())
+        );
         let bookmark = std::str::from_utf8(header.bytes(Key::Bookmark).unwrap()).unwrap();
-        assert_eq!(bookmark, format!("{}|0|", crate::ids::stable_hash(b"pub-1")));
+        assert_eq!(
+            bookmark,
+            format!("{}|0|", crate::ids::stable_hash(b"pub-1"))
+        );
     }
 
     #[test]
@@ -192,15 +233,27 @@ mod tests {
         let mut buffer = Vec::new();
         let ids = [SubId::new(b"a"), SubId::new(b"b")];
         write_delivery_header(&mut buffer, b"orders", &ids, Some(b"Y29y"), None, 7);
-        assert_eq!(&buffer[4..], br#"{"c":"p","t":"orders","sids":"a,b","x":"Y29y"}"#);
-        assert_eq!(u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize, buffer.len() - 4 + 7);
+        assert_eq!(
+            &buffer[4..],
+            br#"{"c":"p","t":"orders","sids":"a,b","x":"Y29y"}"#
+        );
+        assert_eq!(
+            u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize,
+            buffer.len() - 4 + 7
+        );
     }
 
     #[test]
     fn timestamps_are_amps_formatted_utc() {
         assert_eq!(&format_timestamp(0), b"19700101T000000.000000Z");
         // 2026-11-21T22:21:50.394905Z
-        assert_eq!(&format_timestamp(1_795_299_710_394_905_000), b"20261121T222150.394905Z");
-        assert_eq!(&format_timestamp(951_782_400_000_000_000), b"20000229T000000.000000Z");
+        assert_eq!(
+            &format_timestamp(1_795_299_710_394_905_000),
+            b"20261121T222150.394905Z"
+        );
+        assert_eq!(
+            &format_timestamp(951_782_400_000_000_000),
+            b"20000229T000000.000000Z"
+        );
     }
 }

@@ -15,11 +15,16 @@ impl<'b> HeaderWriter<'b> {
     /// Starts a header (writes `{`).
     pub fn new(buffer: &'b mut Vec<u8>) -> Self {
         buffer.push(b'{');
-        HeaderWriter { buffer, first: true }
+        HeaderWriter {
+            buffer,
+            first: true,
+        }
     }
 
     fn key(&mut self, key: &str) {
-        debug_assert!(key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_'));
+        debug_assert!(key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_'));
         if !self.first {
             self.buffer.push(b',');
         }
@@ -48,7 +53,11 @@ impl<'b> HeaderWriter<'b> {
     }
 
     /// Writes `"key":"v1,v2,..."` from several values without building the joined string first.
-    pub fn string_list<'v>(&mut self, key: &str, values: impl IntoIterator<Item = &'v [u8]>) -> &mut Self {
+    pub fn string_list<'v>(
+        &mut self,
+        key: &str,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> &mut Self {
         self.key(key);
         self.buffer.push(b'"');
         for (index, value) in values.into_iter().enumerate() {
@@ -151,7 +160,10 @@ mod tests {
     fn headers_are_compact_with_short_keys() {
         let mut buffer = Vec::new();
         let mut header = HeaderWriter::new(&mut buffer);
-        header.string("c", b"ack").string("cid", b"auto0").number("s", 42);
+        header
+            .string("c", b"ack")
+            .string("cid", b"auto0")
+            .number("s", 42);
         header.string_list("sids", [&b"a"[..], &b"b"[..]]);
         header.finish();
         assert_eq!(buffer, br#"{"c":"ack","cid":"auto0","s":42,"sids":"a,b"}"#);
@@ -160,7 +172,9 @@ mod tests {
     #[test]
     fn values_are_escaped_for_the_client_and_never_with_unicode_escapes() {
         let mut buffer = Vec::new();
-        HeaderWriter::new(&mut buffer).string("reason", "a\"b\\c\nd é\u{1}".as_bytes()).finish();
+        HeaderWriter::new(&mut buffer)
+            .string("reason", "a\"b\\c\nd é\u{1}".as_bytes())
+            .finish();
         assert_eq!(buffer, "{\"reason\":\"a\\\"b\\\\c\\nd é\u{1}\"}".as_bytes());
     }
 
