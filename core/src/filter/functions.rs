@@ -26,6 +26,8 @@
 //! | `COALESCE(...)` | first non-NULL argument |
 //! | `IF(cond, a, b)` | `a` when `cond` is TRUE, else `b` (only the chosen branch is evaluated) |
 //! | `UNIX_TIMESTAMP()` | now, seconds since 1970 as a float |
+//! | `STRFTIME(format, seconds)` | UTC time as text (`%Y %m %d %H %M %S %f %03f %j %F %T ...`) |
+//! | `STRPTIME(text, format)` | UTC text to seconds since 1970 as a float; NULL when it does not fit |
 //! | `ARRAY_COUNT(x)` | elements in an array (scalar: 1, NULL: 0) |
 //! | `ARRAY_MAX`, `ARRAY_MIN`, `ARRAY_SUM(x)` | over the non-NULL elements; NULL when none |
 //! | `TOPIC_NAME()`, `CORRELATION_ID()`, `BOOKMARK()`, `SOW_KEY()`, `CLIENT_NAME()` | from the message context; NULL when absent |
@@ -74,6 +76,8 @@ pub enum Function {
     Coalesce,
     If,
     UnixTimestamp,
+    Strftime,
+    Strptime,
     ArrayCount,
     ArrayMax,
     ArrayMin,
@@ -178,6 +182,8 @@ functions! {
     "COALESCE" => Coalesce, 1, V, Scalar;
     "IF" => If, 3, 3, Conditional;
     "UNIX_TIMESTAMP" => UnixTimestamp, 0, 0, Scalar;
+    "STRFTIME" => Strftime, 2, 2, Scalar;
+    "STRPTIME" => Strptime, 2, 2, Scalar;
     "ARRAY_COUNT" => ArrayCount, 1, 1, Array;
     "ARRAY_MAX" => ArrayMax, 1, 1, Array;
     "ARRAY_MIN" => ArrayMin, 1, 1, Array;
@@ -416,6 +422,18 @@ pub fn call<'a>(function: Function, args: &mut [Value<'a>]) -> Value<'a> {
         Function::UnixTimestamp => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
             now.map_or(Value::Null, |elapsed| Value::Float(elapsed.as_secs_f64()))
+        }
+        Function::Strftime => {
+            let (Some(format), Some(seconds)) = (args[0].to_text(), args[1].to_number()) else {
+                return Value::Null;
+            };
+            super::datetime::format(&format, seconds.as_f64()).map_or(Value::Null, Value::owned)
+        }
+        Function::Strptime => {
+            let (Some(text), Some(format)) = (args[0].to_text(), args[1].to_text()) else {
+                return Value::Null;
+            };
+            super::datetime::parse(&text, &format).map_or(Value::Null, Value::Float)
         }
         Function::NanValue => Value::Float(f64::NAN),
         Function::TrueValue => Value::Bool(true),

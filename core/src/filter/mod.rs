@@ -58,6 +58,7 @@
 //! See [`functions`] for the list of functions and their NULL rules.
 
 pub mod compile;
+mod datetime;
 pub mod eval;
 pub mod functions;
 pub mod lexer;

@@ -127,7 +127,7 @@ pub fn write_delivery_header(
 pub fn format_timestamp(unix_ns: u64) -> [u8; 23] {
     let seconds = unix_ns / 1_000_000_000;
     let micros = (unix_ns % 1_000_000_000) / 1_000;
-    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let (year, month, day) = crate::civil::civil_from_days((seconds / 86_400) as i64);
     let second_of_day = seconds % 86_400;
     let mut out = [0u8; 23];
     let mut put = |at: usize, value: u64, width: usize| {
@@ -148,25 +148,6 @@ pub fn format_timestamp(unix_ns: u64) -> [u8; 23] {
     out[15] = b'.';
     out[22] = b'Z';
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
