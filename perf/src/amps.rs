@@ -295,7 +295,7 @@ pub fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream> {
 
 /// Sends one command and waits for its `processed` ack (matched by `cid`); fails on
 /// `status=failure`, on close, or after `timeout`.
-fn command_and_wait_ack(
+pub(crate) fn command_and_wait_ack(
     stream: &mut TcpStream,
     reader: &mut FrameReader<TcpStream>,
     header: &str,
@@ -333,7 +333,7 @@ fn command_and_wait_ack(
 }
 
 /// Logs on with `client_name` and waits for the ack.
-fn logon(
+pub(crate) fn logon(
     stream: &mut TcpStream,
     reader: &mut FrameReader<TcpStream>,
     client_name: &str,

@@ -3,8 +3,8 @@
 //! `latency` runs an open-loop, coordinated-omission-correct latency probe against every
 //! requested system × rate × payload size in one invocation, so the ratios between systems come
 //! from the same conditions on a noisy machine. `scenario` runs the named scenarios (pub/sub
-//! fan-out, filtered fan-out, throughput, slow subscriber; see `scenario.rs`). Both start and stop
-//! each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
+//! fan-out, filtered fan-out, throughput, slow subscriber, SOW queries; see `scenario.rs`). Both
+//! start and stop each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
 
 mod amps;
 #[cfg(test)]
@@ -16,6 +16,7 @@ mod payload;
 mod relay;
 mod report;
 mod scenario;
+mod sow;
 mod svg;
 mod systems;
 
@@ -360,6 +361,7 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
         placement,
         &measurements,
         Vec::new(),
+        None,
         settings,
     )
 }
@@ -415,7 +417,7 @@ fn run_scenarios(arguments: ScenarioArgs) -> Result<ExitCode> {
         smoke: common.smoke,
     };
     let plan = scenario::plan(&kinds, &settings);
-    if plan.measurements.is_empty() {
+    if plan.measurements.is_empty() && plan.sow.is_none() {
         for note in &plan.notes {
             println!("{note}");
         }
@@ -439,6 +441,7 @@ fn run_scenarios(arguments: ScenarioArgs) -> Result<ExitCode> {
         placement,
         &plan.measurements,
         plan.notes,
+        plan.sow.as_ref(),
         json_settings,
     )
 }
@@ -450,6 +453,7 @@ fn run_all(
     placement: Placement,
     measurements: &[Planned],
     notes: Vec<String>,
+    sow_plan: Option<&sow::SowPlan>,
     mut settings: serde_json::Value,
 ) -> Result<ExitCode> {
     let mut systems: Vec<SystemKind> = Vec::new();
@@ -457,6 +461,9 @@ fn run_all(
         if !systems.contains(&planned.combination.system) {
             systems.push(planned.combination.system);
         }
+    }
+    if sow_plan.is_some() && !systems.contains(&SystemKind::Tachyon) {
+        systems.push(SystemKind::Tachyon);
     }
     let options = preflight(&systems, common, placement)?;
     let mut environment = Environment::collect();
@@ -505,10 +512,28 @@ fn run_all(
         }
         results.push(result);
     }
+    let mut sow_error = None;
+    let sow_results = match sow_plan {
+        Some(sow_plan) => {
+            eprintln!("running sow-query (tachyon) ...");
+            match measure_sow(sow_plan, &options) {
+                Ok(results) => results,
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    eprintln!("ERROR: sow-query: {error}");
+                    sow_error = Some(error);
+                    Vec::new()
+                }
+            }
+        }
+        None => Vec::new(),
+    };
 
     let ratios = report::ratios(&results);
-    println!();
-    print!("{}", report::results_table(&results));
+    if !results.is_empty() {
+        println!();
+        print!("{}", report::results_table(&results));
+    }
     let throughput = report::throughput_table(&results);
     if !throughput.is_empty() {
         println!();
@@ -519,6 +544,14 @@ fn run_all(
     if !slow.is_empty() {
         println!();
         print!("{slow}");
+    }
+    if !sow_results.is_empty() {
+        println!();
+        print!("{}", sow::table(&sow_results));
+    }
+    if let Some(error) = &sow_error {
+        println!();
+        println!("sow-query FAILED: {error}");
     }
     if !ratios.is_empty() {
         println!();
@@ -598,11 +631,13 @@ fn run_all(
             settings,
             results: results.clone(),
             ratios,
+            sow_query: sow_results.clone(),
+            sow_query_error: sow_error.clone(),
         };
         report::write_json(&report, path)?;
         eprintln!("wrote {}", path.display());
     }
-    let failed = results.iter().any(|result| result.error.is_some());
+    let failed = results.iter().any(|result| result.error.is_some()) || sow_error.is_some();
     Ok(if failed || (common.strict && !warned.is_empty()) {
         ExitCode::FAILURE
     } else {
@@ -714,6 +749,21 @@ fn preflight(
         relay_binary,
         server_core: placement.server_core,
     })
+}
+
+/// Starts a Tachyon with the SOW topic, runs the sow-query scenario, and stops it.
+fn measure_sow(plan: &sow::SowPlan, options: &SystemOptions) -> Result<Vec<sow::SowResult>> {
+    let params = ServerParams {
+        sow_topic: Some(sow::SOW_TOPIC),
+        ..ServerParams::default()
+    };
+    let running =
+        systems::start_with(SystemKind::Tachyon, options, &params).context("starting tachyon")?;
+    let results = sow::run(running.endpoint.publish_address, plan);
+    let stopped = running.stop();
+    let results = results?;
+    stopped.context("stopping tachyon")?;
+    Ok(results)
 }
 
 /// Starts a fresh instance of the planned system, measures, and stops it.

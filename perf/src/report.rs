@@ -854,6 +854,12 @@ pub struct RunReport {
     pub results: Vec<CombinationResult>,
     /// Comparisons between systems at equal rate and size.
     pub ratios: Vec<Ratio>,
+    /// The sow-query scenario (Tachyon only), when it ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sow_query: Vec<crate::sow::SowResult>,
+    /// Why the sow-query scenario failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sow_query_error: Option<String>,
 }
 
 /// Writes the report as pretty JSON.

@@ -9,7 +9,7 @@
 //! | `throughput`      | closed loop (bounded window), msgs/s and MB/s in and out                 |
 //! | `slow-subscriber` | one of 5 subscribers stops reading; the others' tails, with and without  |
 //! | `persisted-ack`   | skipped until the transaction log exists                                 |
-//! | `sow-query`       | skipped until the SOW exists                                             |
+//! | `sow-query`       | Tachyon only: key lookup, 2 % filter, full scan, sow_and_subscribe (`sow.rs`) |
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use anyhow::{bail, Result};
 use crate::load::{Fanout, LoadConfig, Pace};
 use crate::relay::Shape;
 use crate::report::Combination;
+use crate::sow::SowPlan;
 use crate::systems::{ServerParams, SystemKind, CLIENT_OUTBOUND_BYTES_MAX_DEFAULT};
 
 /// Every scenario, in the order `all` runs them.
@@ -75,7 +76,7 @@ pub enum ScenarioKind {
     SlowSubscriber,
     /// Persisted-ack latency (needs the transaction log).
     PersistedAck,
-    /// SOW query latency (needs the SOW).
+    /// SOW query latency (Tachyon only).
     SowQuery,
 }
 
@@ -96,7 +97,6 @@ impl ScenarioKind {
     pub fn skip_reason(self) -> Option<&'static str> {
         match self {
             Self::PersistedAck => Some("skipped: needs the transaction log (not built yet)"),
-            Self::SowQuery => Some("skipped: needs the SOW (not built yet)"),
             _ => None,
         }
     }
@@ -164,6 +164,8 @@ pub struct Plan {
     pub measurements: Vec<Planned>,
     /// Lines printed with the report (skips, equivalences, caveats).
     pub notes: Vec<String>,
+    /// The sow-query scenario, run against its own Tachyon after the measurements.
+    pub sow: Option<SowPlan>,
 }
 
 /// Expands the chosen scenarios.
@@ -179,7 +181,8 @@ pub fn plan(kinds: &[ScenarioKind], settings: &Settings) -> Plan {
             ScenarioKind::Filtered => plan_filtered(&mut plan, settings),
             ScenarioKind::Throughput => plan_throughput(&mut plan, settings),
             ScenarioKind::SlowSubscriber => plan_slow(&mut plan, settings),
-            ScenarioKind::PersistedAck | ScenarioKind::SowQuery => {}
+            ScenarioKind::SowQuery => plan_sow(&mut plan, settings),
+            ScenarioKind::PersistedAck => {}
         }
     }
     plan
@@ -199,6 +202,7 @@ fn push(
                 subscribers: config.subscribers,
             },
             client_outbound_bytes_max: outbound_bytes_max,
+            sow_topic: None,
         };
         plan.measurements.push(Planned {
             combination: Combination::of(label, system, &config),
@@ -372,6 +376,49 @@ fn plan_slow(plan: &mut Plan, settings: &Settings) {
     }
 }
 
+/// Per-case warm-up and duration of the sow-query scenario in smoke mode (4 cases: ~2 s with
+/// loading the records).
+pub const SOW_SMOKE_WARMUP: Duration = Duration::from_millis(50);
+pub const SOW_SMOKE_DURATION: Duration = Duration::from_millis(300);
+
+fn plan_sow(plan: &mut Plan, settings: &Settings) {
+    let others: Vec<String> = settings
+        .systems
+        .iter()
+        .filter(|&&system| system != SystemKind::Tachyon)
+        .map(ToString::to_string)
+        .collect();
+    if !others.is_empty() {
+        plan.notes.push(format!(
+            "sow-query: {} skipped: no State of the World (SOW) to query; Tachyon only",
+            others.join(" and ")
+        ));
+    }
+    if !settings.systems.contains(&SystemKind::Tachyon) {
+        return;
+    }
+    plan.notes.push(format!(
+        "sow-query: {} records × {} B on SOW topic {} (key {}, qty = id % {}); closed loop, one \
+         query at a time, latency from sending to the completed ack (sow_and_subscribe: to \
+         group_end, then unsubscribe); not plotted",
+        crate::sow::RECORDS,
+        crate::sow::RECORD_BYTES,
+        crate::sow::SOW_TOPIC,
+        crate::sow::SOW_KEY_FIELD,
+        crate::sow::QTY_MODULUS
+    ));
+    let (warmup, duration) = if settings.smoke {
+        (SOW_SMOKE_WARMUP, SOW_SMOKE_DURATION)
+    } else {
+        (settings.base.warmup, settings.base.duration)
+    };
+    plan.sow = Some(SowPlan {
+        warmup,
+        duration,
+        client_core: settings.base.subscriber_core,
+    });
+}
+
 /// Default warm-up and duration for scenario runs.
 pub fn default_durations(smoke: bool) -> (Duration, Duration) {
     if smoke {
@@ -414,13 +461,29 @@ mod tests {
     #[test]
     fn skipped_scenarios_only_leave_notes() {
         let plan = plan(
-            &[ScenarioKind::PersistedAck, ScenarioKind::SowQuery],
+            &[ScenarioKind::PersistedAck],
             &settings(&[SystemKind::Tachyon]),
         );
         assert!(plan.measurements.is_empty());
-        assert_eq!(plan.notes.len(), 2);
+        assert!(plan.sow.is_none());
+        assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].contains("transaction log"));
-        assert!(plan.notes[1].contains("SOW (not built yet)"));
+    }
+
+    #[test]
+    fn sow_query_runs_tachyon_only_and_says_so() {
+        let systems = [SystemKind::Tachyon, SystemKind::Relay, SystemKind::Nats];
+        let mut smoke = settings(&systems);
+        smoke.smoke = true;
+        let plan = plan(&[ScenarioKind::SowQuery], &smoke);
+        assert!(plan.measurements.is_empty());
+        let sow = plan.sow.expect("planned");
+        assert_eq!(sow.duration, SOW_SMOKE_DURATION);
+        let notes = plan.notes.join("\n");
+        assert!(notes.contains("relay and nats skipped"), "{notes}");
+        let without = super::plan(&[ScenarioKind::SowQuery], &settings(&[SystemKind::Nats]));
+        assert!(without.sow.is_none());
+        assert!(without.notes[0].contains("Tachyon only"));
     }
 
     #[test]

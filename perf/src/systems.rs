@@ -103,6 +103,8 @@ pub struct ServerParams {
     /// Tachyon's `[limits] client_outbound_bytes_max` (bytes queued for one client before it is
     /// disconnected as a slow consumer), written into the config the benchmark generates.
     pub client_outbound_bytes_max: usize,
+    /// A SOW topic (key `/id`) added to Tachyon's config, for the sow-query scenario.
+    pub sow_topic: Option<&'static str>,
 }
 
 /// Tachyon's default `[limits] client_outbound_bytes_max`: 64 MiB.
@@ -113,17 +115,25 @@ impl Default for ServerParams {
         Self {
             shape: crate::relay::Shape::default(),
             client_outbound_bytes_max: CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
+            sow_topic: None,
         }
     }
 }
 
 /// The Tachyon config file the benchmark writes for one run.
 pub fn tachyon_config(data_dir: &Path, address: SocketAddr, params: &ServerParams) -> String {
-    format!(
+    let mut config = format!(
         "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n\n[limits]\nclient_outbound_bytes_max = {}\n",
         data_dir.display(),
         params.client_outbound_bytes_max
-    )
+    );
+    if let Some(topic) = params.sow_topic {
+        config.push_str(&format!(
+            "\n[[sow.topics]]\ntopic = \"{topic}\"\nkey_fields = [\"{}\"]\n",
+            crate::sow::SOW_KEY_FIELD
+        ));
+    }
+    config
 }
 
 /// A started system; [`RunningSystem::stop`] (or drop) shuts it down.
@@ -485,6 +495,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("amps_tcp = \"127.0.0.1:9007\""), "{text}");
+        assert!(!text.contains("sow"), "{text}");
+    }
+
+    #[test]
+    fn tachyon_config_carries_the_sow_topic() {
+        let params = ServerParams {
+            sow_topic: Some("bench-sow"),
+            ..ServerParams::default()
+        };
+        let text = tachyon_config(
+            Path::new("/tmp/x"),
+            "127.0.0.1:9007".parse().unwrap(),
+            &params,
+        );
+        assert!(
+            text.ends_with("\n[[sow.topics]]\ntopic = \"bench-sow\"\nkey_fields = [\"/id\"]\n"),
+            "{text}"
+        );
     }
 
     #[test]

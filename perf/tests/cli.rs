@@ -75,7 +75,7 @@ fn missing_tachyon_binary_fails_fast_with_the_fix() {
 #[test]
 fn scenarios_needing_missing_features_skip_and_succeed() {
     let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
-        .args(["scenario", "persisted-ack,sow-query"])
+        .args(["scenario", "persisted-ack"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -84,9 +84,66 @@ fn scenarios_needing_missing_features_skip_and_succeed() {
         stdout.contains("skipped: needs the transaction log (not built yet)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn sow_query_skips_systems_without_a_sow() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args(["scenario", "sow-query", "--systems", "relay,nats"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
     assert!(
-        stdout.contains("skipped: needs the SOW (not built yet)"),
+        stdout.contains("sow-query: relay and nats skipped: no State of the World"),
         "{stdout}"
+    );
+}
+
+/// Against the release server; skipped when it is not built.
+#[test]
+fn sow_query_smoke_writes_its_rows_to_the_json() {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tachyon");
+    if !binary.is_file() {
+        eprintln!("skipped: {} is not built", binary.display());
+        return;
+    }
+    let json = std::env::temp_dir().join(format!("tachyon-bench-sow-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args([
+            "scenario",
+            "sow-query",
+            "--smoke",
+            "--systems",
+            "tachyon",
+            "--no-pin",
+        ])
+        .arg("--tachyon-bin")
+        .arg(&binary)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("full-scan"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let cases: Vec<&str> = report["sow_query"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["case"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            "key-lookup",
+            "filter-2pct",
+            "full-scan",
+            "sow-and-subscribe"
+        ]
     );
 }
 
