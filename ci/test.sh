@@ -40,6 +40,9 @@ cargo build --workspace --release --all-targets
 step "rust tests"
 cargo test --workspace --release
 
+step "micro-benchmarks run once as tests (so they never rot)"
+cargo test --workspace --release --benches
+
 step "conformance (real AMPS Python client against the release binary)"
 TACHYON_BIN="$PWD/target/release/tachyon" tests/conformance/run.sh
 
