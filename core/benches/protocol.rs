@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
 
     let sub_ids = [SubId::new(b"s1")];
     let mut out = Vec::with_capacity(256);
-    write_delivery_header(&mut out, b"orders", &sub_ids, None, None, 1002);
+    write_delivery_header(&mut out, b"orders", &sub_ids, None, None, None, 1002);
     let length = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
     assert_eq!(
         length,
@@ -74,7 +74,15 @@ fn benches(c: &mut Criterion) {
     group.bench_function("write_delivery_header_one_sub", |b| {
         b.iter(|| {
             out.clear();
-            write_delivery_header(&mut out, black_box(b"orders"), &sub_ids, None, None, 1002);
+            write_delivery_header(
+                &mut out,
+                black_box(b"orders"),
+                &sub_ids,
+                None,
+                None,
+                None,
+                1002,
+            );
             out.len()
         })
     });
@@ -88,6 +96,7 @@ fn benches(c: &mut Criterion) {
                 &mut out,
                 black_box(b"orders"),
                 &many,
+                None,
                 Some(b"corr-77812"),
                 Some(1_763_769_600_123_456_789),
                 1002,

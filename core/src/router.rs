@@ -501,21 +501,7 @@ mod tests {
     }
 
     fn route(router: &mut Router, topic: &str) -> Vec<(u32, Vec<String>)> {
-        let mut out = Vec::new();
-        router.route(
-            topic.as_bytes(),
-            b"{}",
-            &MessageContext::default(),
-            &mut out,
-        );
-        out.iter()
-            .map(|delivery| {
-                (
-                    delivery.connection.slot,
-                    delivery.sub_ids.iter().map(|id| id.to_string()).collect(),
-                )
-            })
-            .collect()
+        route_payload(router, topic, "{}")
     }
 
     #[test]

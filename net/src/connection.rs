@@ -24,7 +24,6 @@ use tachyon_core::ids::ConnectionId;
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
 use tachyon_core::protocol::reply::{self, Outcome};
-use tachyon_core::protocol::sow_reply;
 use tachyon_core::protocol::{parse_header, AckType, Header};
 use tachyon_core::router::Delivery;
 use tachyon_core::session::{
@@ -157,12 +156,7 @@ impl Connection {
         if self.is_closing() {
             return;
         }
-        let pushed = match sow_key {
-            None => queue_delivery(&mut self.outbound.borrow_mut(), delivery, message),
-            Some(key) => {
-                queue_sow_delivery(&mut self.outbound.borrow_mut(), delivery, message, key)
-            }
-        };
+        let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message, sow_key);
         self.after_push(shard, pushed);
     }
 
@@ -212,10 +206,13 @@ impl Connection {
 }
 
 /// Appends one delivery frame to an outbound queue: the header is written, the payload shared.
+/// `sow_key` is the record's key on a SOW topic; it is written when a subscription of the
+/// delivery wants keys.
 pub(crate) fn queue_delivery(
     outbound: &mut Outbound,
     delivery: &Delivery,
     message: &PublishedMessage,
+    sow_key: Option<&[u8]>,
 ) -> Result<(), OverBudget> {
     let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
     let payload_bytes = message.payload().len();
@@ -225,32 +222,7 @@ pub(crate) fn queue_delivery(
                 buffer,
                 message.topic(),
                 &delivery.sub_ids,
-                message.correlation_id(),
-                timestamp,
-                payload_bytes,
-            )
-        },
-        message.payload_bytes(),
-    )
-}
-
-/// Appends one delivery from a SOW topic: as [`queue_delivery`] plus the record's key `k` when
-/// a subscription of the delivery wants it.
-pub(crate) fn queue_sow_delivery(
-    outbound: &mut Outbound,
-    delivery: &Delivery,
-    message: &PublishedMessage,
-    key: &[u8],
-) -> Result<(), OverBudget> {
-    let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
-    let payload_bytes = message.payload().len();
-    outbound.push_with_payload(
-        |buffer| {
-            sow_reply::write_sow_delivery_header(
-                buffer,
-                message.topic(),
-                &delivery.sub_ids,
-                delivery.sow_key.then_some(key),
+                sow_key.filter(|_| delivery.sow_key),
                 message.correlation_id(),
                 timestamp,
                 payload_bytes,

@@ -136,7 +136,7 @@ fn publish_to_send_allocates_nothing_per_message() {
                     assert_eq!(deliveries.len(), 1);
                     assert_eq!(deliveries[0].sub_ids.len(), 4);
                     for delivery in &deliveries {
-                        queue_delivery(&mut outbound, delivery, &message).unwrap();
+                        queue_delivery(&mut outbound, delivery, &message, None).unwrap();
                         delivered += 1;
                     }
                 }

@@ -100,11 +100,13 @@ pub fn write_heartbeat(buffer: &mut Vec<u8>) {
 
 /// Appends the prefix and header of a delivery; the caller sends `payload_bytes` right after.
 ///
-/// `topic` and `correlation_id` are written as the publisher sent them (they carried no escapes).
+/// `topic` and `correlation_id` are written as the publisher sent them (they carried no escapes);
+/// `sow_key` is the record's key `k` on a SOW topic.
 pub fn write_delivery_header(
     buffer: &mut Vec<u8>,
     topic: &[u8],
     sub_ids: &[SubId],
+    sow_key: Option<&[u8]>,
     correlation_id: Option<&[u8]>,
     timestamp_unix_ns: Option<u64>,
     payload_bytes: usize,
@@ -113,6 +115,9 @@ pub fn write_delivery_header(
     let mut header = frame.header();
     header.string("c", b"p").raw_string("t", topic);
     header.string_list("sids", sub_ids.iter().map(SubId::as_bytes));
+    if let Some(key) = sow_key {
+        header.string("k", key);
+    }
     if let Some(correlation_id) = correlation_id {
         header.raw_string("x", correlation_id);
     }
@@ -213,7 +218,7 @@ mod tests {
     fn delivery_header_lists_every_subscription() {
         let mut buffer = Vec::new();
         let ids = [SubId::new(b"a"), SubId::new(b"b")];
-        write_delivery_header(&mut buffer, b"orders", &ids, Some(b"Y29y"), None, 7);
+        write_delivery_header(&mut buffer, b"orders", &ids, None, Some(b"Y29y"), None, 7);
         assert_eq!(
             &buffer[4..],
             br#"{"c":"p","t":"orders","sids":"a,b","x":"Y29y"}"#

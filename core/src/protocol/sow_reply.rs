@@ -180,35 +180,6 @@ pub fn write_oof(
     frame.finish(0);
 }
 
-/// Appends the prefix and header of a delivery from a SOW topic: as
-/// [`super::reply::write_delivery_header`], plus the record's key `k` when given. The caller
-/// sends `payload_bytes` right after.
-pub fn write_sow_delivery_header(
-    buffer: &mut Vec<u8>,
-    topic: &[u8],
-    sub_ids: &[SubId],
-    sow_key: Option<&[u8]>,
-    correlation_id: Option<&[u8]>,
-    timestamp_unix_ns: Option<u64>,
-    payload_bytes: usize,
-) {
-    let mut frame = FrameWriter::new(buffer);
-    let mut header = frame.header();
-    header.string("c", b"p").raw_string("t", topic);
-    header.string_list("sids", sub_ids.iter().map(SubId::as_bytes));
-    if let Some(key) = sow_key {
-        header.string("k", key);
-    }
-    if let Some(correlation_id) = correlation_id {
-        header.raw_string("x", correlation_id);
-    }
-    if let Some(unix_ns) = timestamp_unix_ns {
-        header.string("ts", &format_timestamp(unix_ns));
-    }
-    header.finish();
-    frame.finish(payload_bytes);
-}
-
 /// The counters of a SOW stats ack; absent ones are not written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SowAckStats {
@@ -489,7 +460,15 @@ mod tests {
     fn sow_deliveries_carry_the_key() {
         let mut buffer = Vec::new();
         let ids = [SubId::new(b"s1")];
-        write_sow_delivery_header(&mut buffer, b"orders", &ids, Some(b"42"), None, None, 2);
+        super::super::reply::write_delivery_header(
+            &mut buffer,
+            b"orders",
+            &ids,
+            Some(b"42"),
+            None,
+            None,
+            2,
+        );
         buffer.extend_from_slice(b"{}");
         assert_eq!(
             &buffer[4..],
