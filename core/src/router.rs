@@ -364,18 +364,7 @@ impl Router {
         out.clear();
         oof.clear();
         self.stats.messages_routed += 1;
-        let exact = self.exact.get(topic).into_iter().flat_map(|subscriptions| {
-            subscriptions
-                .entries
-                .iter()
-                .map(|exact| (&exact.entry, exact.source.as_ref()))
-        });
-        let patterns = self
-            .patterns
-            .iter()
-            .filter(|pattern| pattern.pattern.matches(topic))
-            .map(|pattern| (&pattern.entry, pattern.filter.as_ref()));
-        for (entry, filter) in exact.chain(patterns) {
+        for (entry, filter) in Self::subscriptions_of(&self.exact, &self.patterns, topic) {
             if entry.paused {
                 continue;
             }
@@ -414,18 +403,7 @@ impl Router {
         out: &mut Vec<Delivery>,
     ) {
         out.clear();
-        let exact = self.exact.get(topic).into_iter().flat_map(|subscriptions| {
-            subscriptions
-                .entries
-                .iter()
-                .map(|exact| (&exact.entry, exact.source.as_ref()))
-        });
-        let patterns = self
-            .patterns
-            .iter()
-            .filter(|pattern| pattern.pattern.matches(topic))
-            .map(|pattern| (&pattern.entry, pattern.filter.as_ref()));
-        for (entry, filter) in exact.chain(patterns) {
+        for (entry, filter) in Self::subscriptions_of(&self.exact, &self.patterns, topic) {
             if entry.paused || !entry.oof {
                 continue;
             }
@@ -433,6 +411,27 @@ impl Router {
                 Self::offer(entry, true, out, &mut self.stats, true, false);
             }
         }
+    }
+
+    /// Every subscription selecting `topic` (exact ones, then patterns) with its unbound filter:
+    /// the SOW paths evaluate filters per record, outside the topic's shared scan. Takes the two
+    /// indexes rather than `&self` so callers can update `self.stats` meanwhile.
+    fn subscriptions_of<'r>(
+        exact: &'r HashMap<Arc<[u8]>, TopicSubscriptions>,
+        patterns: &'r [PatternEntry],
+        topic: &'r [u8],
+    ) -> impl Iterator<Item = (&'r Entry, Option<&'r Filter>)> + 'r {
+        let exact = exact.get(topic).into_iter().flat_map(|subscriptions| {
+            subscriptions
+                .entries
+                .iter()
+                .map(|exact| (&exact.entry, exact.source.as_ref()))
+        });
+        let patterns = patterns
+            .iter()
+            .filter(move |pattern| pattern.pattern.matches(topic))
+            .map(|pattern| (&pattern.entry, pattern.filter.as_ref()));
+        exact.chain(patterns)
     }
 
     fn offer(
