@@ -479,21 +479,8 @@ impl Session {
             TopicSpec::parse(&topic_bytes)
         }
         .map_err(topic_refusal)?;
-        if existing.is_some() && !options.replace && !options.pause && !options.resume {
-            return Err(refuse(
-                Reason::SubIdInUse,
-                format!("subscription '{sub_id}' exists; use the replace option"),
-            ));
-        }
-        if existing.is_none() && self.subscriptions.len() >= self.limits.subscriptions_max {
-            return Err(refuse(
-                Reason::SubscriptionLimit,
-                format!(
-                    "connection holds {} subscriptions, the maximum",
-                    self.limits.subscriptions_max
-                ),
-            ));
-        }
+        let reuse_allowed = options.replace || options.pause || options.resume;
+        self.check_room_for(&sub_id, existing.is_some(), reuse_allowed)?;
         let filter = compile_filter(header)?;
         let paused = options.pause
             || (existing.as_ref().is_some_and(|record| record.paused) && !options.resume);
@@ -601,21 +588,7 @@ impl Session {
                 }
             };
             let existing = self.subscriptions.get(&sub_id).cloned();
-            if existing.is_some() && !options.replace {
-                return Err(refuse(
-                    Reason::SubIdInUse,
-                    format!("subscription '{sub_id}' exists; use the replace option"),
-                ));
-            }
-            if existing.is_none() && self.subscriptions.len() >= self.limits.subscriptions_max {
-                return Err(refuse(
-                    Reason::SubscriptionLimit,
-                    format!(
-                        "connection holds {} subscriptions, the maximum",
-                        self.limits.subscriptions_max
-                    ),
-                ));
-            }
+            self.check_room_for(&sub_id, existing.is_some(), options.replace)?;
             let delta = command == CommandKind::SowAndDeltaSubscribe;
             let record = SubscriptionRecord {
                 topic: topic.clone(),
@@ -682,6 +655,32 @@ impl Session {
             topic: Box::from(&*topic),
             by,
         })
+    }
+
+    /// Refuses a subscription id already in use (unless the options allow reusing it) and a new
+    /// subscription beyond the connection's limit.
+    fn check_room_for(
+        &self,
+        sub_id: &SubId,
+        exists: bool,
+        reuse_allowed: bool,
+    ) -> Result<(), Refusal> {
+        if exists && !reuse_allowed {
+            return Err(refuse(
+                Reason::SubIdInUse,
+                format!("subscription '{sub_id}' exists; use the replace option"),
+            ));
+        }
+        if !exists && self.subscriptions.len() >= self.limits.subscriptions_max {
+            return Err(refuse(
+                Reason::SubscriptionLimit,
+                format!(
+                    "connection holds {} subscriptions, the maximum",
+                    self.limits.subscriptions_max
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn listed_ids<'h>(header: &Header<'h>) -> Vec<SubId> {
