@@ -469,16 +469,7 @@ impl Session {
         if !header.has(Key::Topic) && (options.pause || options.resume) {
             return self.pause_listed(header, options.pause);
         }
-        let topic_bytes = header
-            .get(Key::Topic)
-            .map(|topic| topic.to_bytes())
-            .unwrap_or_default();
-        let topic = if options.non_regex_topic {
-            TopicSpec::literal(&topic_bytes)
-        } else {
-            TopicSpec::parse(&topic_bytes)
-        }
-        .map_err(topic_refusal)?;
+        let topic = subscription_topic(header, &options)?;
         let reuse_allowed = options.replace || options.pause || options.resume;
         self.check_room_for(&sub_id, existing.is_some(), reuse_allowed)?;
         let filter = compile_filter(header)?;
@@ -517,16 +508,7 @@ impl Session {
                 return Err(refuse(Reason::NotSupported, "historical SOW queries need the transaction log, which this server does not have yet"));
             }
         }
-        let topic_bytes = header
-            .get(Key::Topic)
-            .map(|topic| topic.to_bytes())
-            .unwrap_or_default();
-        let topic = if options.non_regex_topic {
-            TopicSpec::literal(&topic_bytes)
-        } else {
-            TopicSpec::parse(&topic_bytes)
-        }
-        .map_err(topic_refusal)?;
+        let topic = subscription_topic(header, &options)?;
         let TopicSpec::Exact(name) = &topic else {
             return Err(refuse(
                 Reason::NotSupported,
@@ -763,6 +745,20 @@ fn option_number(options: &[u8], prefix: &[u8]) -> Option<u64> {
         .map(<[u8]>::trim_ascii)
         .find_map(|word| word.strip_prefix(prefix))
         .and_then(crate::protocol::header::parse_u64)
+}
+
+/// The topic of a subscribe or query: a pattern or exact name, or literal with `non_regex_topic`.
+fn subscription_topic(header: &Header<'_>, options: &Options) -> Result<TopicSpec, Refusal> {
+    let topic_bytes = header
+        .get(Key::Topic)
+        .map(|topic| topic.to_bytes())
+        .unwrap_or_default();
+    if options.non_regex_topic {
+        TopicSpec::literal(&topic_bytes)
+    } else {
+        TopicSpec::parse(&topic_bytes)
+    }
+    .map_err(topic_refusal)
 }
 
 fn topic_refusal(error: TopicError) -> Refusal {
