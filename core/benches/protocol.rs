@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
 
     let sub_ids = [SubId::new(b"s1")];
     let mut out = Vec::with_capacity(256);
-    write_delivery_header(&mut out, b"orders", &sub_ids, None, None, None, 1002);
+    write_delivery_header(&mut out, b"orders", &sub_ids, None, None, None, None, 1002);
     let length = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
     assert_eq!(
         length,
@@ -81,6 +81,7 @@ fn benches(c: &mut Criterion) {
                 None,
                 None,
                 None,
+                None,
                 1002,
             );
             out.len()
@@ -96,6 +97,7 @@ fn benches(c: &mut Criterion) {
                 &mut out,
                 black_box(b"orders"),
                 &many,
+                None,
                 None,
                 Some(b"corr-77812"),
                 Some(1_763_769_600_123_456_789),

@@ -6,6 +6,7 @@
 //! subscriptions, and `filter` compiles and evaluates AMPS content filters. The network crate
 //! drives these state machines; tests drive them deterministically without any I/O.
 
+pub mod bookmark;
 pub mod civil;
 pub mod filter;
 pub mod ids;

@@ -4,6 +4,7 @@
 //! receive buffer, plus offsets of the fields routing needs. Handing it to another shard or to
 //! many subscribers clones a reference, never the bytes.
 
+use crate::bookmark::WireBookmark;
 use bytes::Bytes;
 use std::ops::Range;
 
@@ -17,6 +18,8 @@ pub struct PublishedMessage {
     payload_offset: u32,
     /// When the server read the message, in nanoseconds since the Unix epoch.
     pub received_unix_ns: u64,
+    /// Its position in the transaction log (`bm`), once journaled.
+    pub bookmark: Option<WireBookmark>,
 }
 
 impl PublishedMessage {
@@ -38,7 +41,37 @@ impl PublishedMessage {
             payload_offset: payload_offset as u32,
             frame,
             received_unix_ns,
+            bookmark: None,
         }
+    }
+
+    /// A message built by the server rather than received (a merged SOW record, a replayed
+    /// journal record): topic, correlation id and payload copied into one new frame.
+    pub fn synthetic(
+        topic: &[u8],
+        correlation_id: Option<&[u8]>,
+        payload: &[u8],
+        received_unix_ns: u64,
+        bookmark: Option<WireBookmark>,
+    ) -> PublishedMessage {
+        let correlation_bytes = correlation_id.map_or(0, <[u8]>::len);
+        let mut frame = Vec::with_capacity(topic.len() + correlation_bytes + payload.len());
+        frame.extend_from_slice(topic);
+        let correlation = correlation_id.map(|correlation| {
+            frame.extend_from_slice(correlation);
+            topic.len()..topic.len() + correlation.len()
+        });
+        let payload_offset = frame.len();
+        frame.extend_from_slice(payload);
+        let mut message = PublishedMessage::new(
+            Bytes::from(frame),
+            0..topic.len(),
+            correlation,
+            payload_offset,
+            received_unix_ns,
+        );
+        message.bookmark = bookmark;
+        message
     }
 
     fn slice(&self, range: &Range<u32>) -> &[u8] {

@@ -5,6 +5,7 @@
 //! exception. It owns the connection's view of its subscriptions (id → topic and options), so
 //! unsubscribe, replace and pause know where each subscription lives. It does no I/O.
 
+use crate::bookmark::BookmarkSpec;
 use crate::filter::Filter;
 use crate::ids::SubId;
 use crate::protocol::keys::Key;
@@ -48,6 +49,14 @@ pub enum Reason {
     SowStoreFailed,
     /// An `orderby` that does not parse.
     InvalidOrderBy,
+    /// A bookmark that does not parse or names no position in the transaction log.
+    InvalidBookmark,
+    /// The client name is held by a connection of another user.
+    NameInUse,
+    /// The transaction log could not take the message (I/O error, too large).
+    TxStoreFailure,
+    /// Reading the transaction log for a bookmark replay failed.
+    ReplayFailed,
 }
 
 impl Reason {
@@ -69,6 +78,10 @@ impl Reason {
             Reason::BadSowKey => "bad sow key",
             Reason::SowStoreFailed => "sow store failed",
             Reason::InvalidOrderBy => "invalid order by",
+            Reason::InvalidBookmark => "invalid bookmark",
+            Reason::NameInUse => "name in use",
+            Reason::TxStoreFailure => "tx store failure",
+            Reason::ReplayFailed => "txn replay failed",
         }
     }
 
@@ -146,6 +159,8 @@ pub struct SubscriptionRecord {
     pub options: DeliveryOptions,
     /// Whether deliveries are paused.
     pub paused: bool,
+    /// A bookmark subscription's starting point (replay from the transaction log).
+    pub bookmark: Option<BookmarkSpec>,
 }
 
 /// The ids and ack types of a command, owned, for replies produced on another shard.
@@ -288,6 +303,7 @@ impl Default for SessionLimits {
 pub struct Session {
     limits: SessionLimits,
     client_name: Option<String>,
+    named: bool,
     user_id: Option<String>,
     subscriptions: HashMap<SubId, SubscriptionRecord>,
 }
@@ -298,6 +314,7 @@ impl Session {
         Session {
             limits,
             client_name: None,
+            named: false,
             user_id: None,
             subscriptions: HashMap::new(),
         }
@@ -327,6 +344,18 @@ impl Session {
     /// `sow_and_subscribe` on a topic that is not a SOW topic).
     pub fn forget_subscription(&mut self, sub_id: &SubId) {
         self.subscriptions.remove(sub_id);
+    }
+
+    /// Whether the client gave its own name at logon (only named clients own their name).
+    pub fn has_client_name(&self) -> bool {
+        self.named
+    }
+
+    /// Reverts an accepted logon the network layer refused afterwards (the name is in use).
+    pub fn undo_logon(&mut self) {
+        self.client_name = None;
+        self.user_id = None;
+        self.named = false;
     }
 
     /// Validates one command and records its effect on the session.
@@ -435,6 +464,9 @@ impl Session {
                     .unwrap_or(0)
             ),
         };
+        self.named = header
+            .get(Key::ClientName)
+            .is_some_and(|name| !name.bytes.is_empty());
         self.client_name = Some(name);
         self.user_id = header
             .get(Key::UserId)
@@ -453,9 +485,13 @@ impl Session {
                 ),
             ));
         }
-        if header.has(Key::Bookmark) {
-            return Err(refuse(Reason::NotSupported, "bookmark subscriptions need the transaction log, which this server does not have yet"));
-        }
+        let bookmark = match header.get(Key::Bookmark) {
+            Some(text) => Some(
+                BookmarkSpec::parse(&text.to_bytes())
+                    .map_err(|error| refuse(Reason::InvalidBookmark, error.to_string()))?,
+            ),
+            None => None,
+        };
         let sub_id = match header.get(Key::SubId).or(header.get(Key::CommandId)) {
             Some(id) if !id.bytes.is_empty() => SubId::new(&id.to_bytes()),
             _ => {
@@ -479,6 +515,7 @@ impl Session {
             topic,
             options: delivery_options(&options, filter, delta),
             paused,
+            bookmark,
         };
         self.subscriptions.insert(sub_id.clone(), record.clone());
         Ok(Request::Subscribe {
@@ -576,6 +613,7 @@ impl Session {
                 topic: topic.clone(),
                 options: delivery_options(&options, filter.clone(), delta),
                 paused: false,
+                bookmark: None,
             };
             self.subscriptions.insert(sub_id.clone(), record.clone());
             query_id = query_id.or_else(|| Some(sub_id.as_bytes().to_vec()));
@@ -870,10 +908,14 @@ mod tests {
         assert_eq!(
             reason(handle(
                 &mut session,
-                r#"{"c":"subscribe","t":"x","sub_id":"b","bookmark":"0"}"#
+                r#"{"c":"subscribe","t":"x","sub_id":"b","bookmark":"12|x|"}"#
             )),
-            Reason::NotSupported
+            Reason::InvalidBookmark
         );
+        assert!(matches!(
+            handle(&mut session, r#"{"c":"subscribe","t":"x","sub_id":"b","bookmark":"0"}"#),
+            Ok(Request::Subscribe { record, .. }) if record.bookmark.is_some()
+        ));
         assert_eq!(
             reason(handle(
                 &mut session,

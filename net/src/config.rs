@@ -61,6 +61,109 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// State of the World topics.
     pub sow: SowConfig,
+    /// The transaction log: which topics are journaled and how.
+    pub journal: JournalToml,
+}
+
+/// The `[journal]` table. With no `topics` nothing is journaled and no journal is opened.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalToml {
+    /// Topics to journal: exact names, or regular expressions (a name with any of `^$*+?()[]{}|\`).
+    pub topics: Vec<String>,
+    /// Size of each segment file in bytes (a multiple of 4096).
+    pub segment_size_bytes: u64,
+    /// Zero-filled segments kept ready ahead of need.
+    pub spare_segments: usize,
+    /// Largest journaled message (topic + `x` + payload + 64 bytes); larger publishes to a
+    /// journaled topic get a failure ack.
+    pub max_record_bytes: usize,
+    /// Bytes appended while a write is in flight before publishers wait for the disk.
+    pub max_buffered_bytes: usize,
+    /// `auto` (io_uring + O_DIRECT, else buffered with a warning), `io_uring` (or refuse to
+    /// start) or `buffered`.
+    pub backend: String,
+    /// Milliseconds over which persisted acks to one connection are conflated into one;
+    /// 0 sends one per connection per durable write group.
+    pub persisted_ack_interval_ms: u64,
+    /// Remove sealed segments whose newest record is older than this (seconds).
+    pub retention_max_age_seconds: Option<u64>,
+    /// Remove the oldest sealed segments while the journal is larger than this (bytes).
+    pub retention_max_bytes: Option<u64>,
+    /// Start even when durable data before the tail is damaged, dropping everything from the
+    /// damage on (the log names file and offset). Off: such damage stops start-up.
+    pub allow_truncate_corruption: bool,
+}
+
+impl Default for JournalToml {
+    fn default() -> Self {
+        JournalToml {
+            topics: Vec::new(),
+            segment_size_bytes: tachyon_storage::journal::SEGMENT_SIZE_BYTES_DEFAULT,
+            spare_segments: tachyon_storage::journal::SPARE_SEGMENTS_DEFAULT,
+            max_record_bytes: 1 << 20,
+            max_buffered_bytes: 4 << 20,
+            backend: "auto".into(),
+            persisted_ack_interval_ms: 0,
+            retention_max_age_seconds: None,
+            retention_max_bytes: None,
+            allow_truncate_corruption: false,
+        }
+    }
+}
+
+impl JournalToml {
+    /// Whether any topic is journaled.
+    pub fn enabled(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
+    /// The journaled topics, compiled.
+    pub fn topic_specs(&self) -> Result<Vec<tachyon_core::topic::TopicSpec>, ConfigError> {
+        self.topics
+            .iter()
+            .map(|topic| {
+                tachyon_core::topic::TopicSpec::parse(topic.as_bytes()).map_err(|error| {
+                    ConfigError::Range {
+                        field: "journal.topics",
+                        value: format!("{topic:?}"),
+                        rule: leak_rule(error.to_string()),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The storage library's configuration.
+    pub fn journal_config(&self) -> Result<tachyon_storage::journal::JournalConfig, ConfigError> {
+        use tachyon_storage::journal::{BackendChoice, JournalConfig};
+        let backend = match self.backend.as_str() {
+            "auto" => BackendChoice::Auto,
+            "io_uring" => BackendChoice::Uring,
+            "buffered" => BackendChoice::Fallback,
+            other => {
+                return Err(ConfigError::Range {
+                    field: "journal.backend",
+                    value: format!("{other:?}"),
+                    rule: "one of \"auto\", \"io_uring\", \"buffered\"",
+                })
+            }
+        };
+        Ok(JournalConfig {
+            segment_size_bytes: self.segment_size_bytes,
+            spare_segments: self.spare_segments,
+            max_buffered_bytes: self.max_buffered_bytes,
+            max_record_bytes: self.max_record_bytes,
+            backend,
+            allow_truncate_corruption: self.allow_truncate_corruption,
+            ..JournalConfig::default()
+        })
+    }
+}
+
+/// Config errors carry static rules; a compiler message is made static once, at start-up.
+fn leak_rule(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
 }
 
 /// The `[sow]` table: SOW topics and how they are kept.
@@ -225,6 +328,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             limits: LimitsConfig::default(),
             sow: SowConfig::default(),
+            journal: JournalToml::default(),
         }
     }
 }
@@ -340,6 +444,9 @@ impl Config {
             ));
         }
         self.sow.topic_configs()?;
+        self.journal.topic_specs()?;
+        // The sizes are checked by the journal itself when it opens, with its own messages.
+        self.journal.journal_config()?;
         Ok(())
     }
 }

@@ -7,9 +7,11 @@
 //! socket when its send buffer is full. A protocol violation closes the connection with a log
 //! line naming the client and the cause; it never affects another connection.
 
+use crate::journal::{LogonVerdict, Origin};
 use crate::notify::Notify;
 use crate::outbound::{Flushed, Outbound, OverBudget};
 use crate::receive::ReceiveBuffer;
+use crate::replay::BookmarkSubscription;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use bytes::Bytes;
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tachyon_core::ids::ConnectionId;
+use tachyon_core::ids::{stable_hash, ConnectionId};
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
 use tachyon_core::protocol::reply::{self, Outcome};
@@ -37,8 +39,12 @@ use tracing::{debug, info, warn};
 pub(crate) enum CloseReason {
     Protocol(String),
     SlowConsumer(OverBudget),
-    HeartbeatTimeout { silent: Duration },
+    HeartbeatTimeout {
+        silent: Duration,
+    },
     LogonTimeout,
+    /// Another connection logged on with this client name (same user, transaction log on).
+    Replaced,
     Shutdown,
 }
 
@@ -55,6 +61,7 @@ impl std::fmt::Display for CloseReason {
                 write!(formatter, "heartbeat timeout: nothing received for {:.1} s", silent.as_secs_f64())
             }
             CloseReason::LogonTimeout => write!(formatter, "no logon within limits.logon_timeout_seconds"),
+            CloseReason::Replaced => write!(formatter, "a newer connection logged on with the same client name"),
             CloseReason::Shutdown => write!(formatter, "server shutting down"),
         }
     }
@@ -74,6 +81,10 @@ pub(crate) struct Connection {
     closing: RefCell<Option<CloseReason>>,
     pub connected_at: Instant,
     logged_on: Cell<bool>,
+    /// Hash of the client name (the publisher id in bookmarks); set at logon.
+    name_hash: Cell<u64>,
+    /// Whether this connection holds its client name at the journal's shard.
+    owns_name: Cell<bool>,
     heartbeat_interval: Cell<Option<Duration>>,
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
@@ -117,6 +128,9 @@ impl Connection {
                 ShardStats::add(&stats.protocol_errors, 1);
                 warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
             }
+            CloseReason::Replaced => {
+                info!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
+            }
         }
         let graceful = matches!(reason, CloseReason::Shutdown);
         *self.closing.borrow_mut() = Some(reason);
@@ -158,6 +172,11 @@ impl Connection {
         }
         let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message, sow_key);
         self.after_push(shard, pushed);
+    }
+
+    /// Bytes waiting to be sent to this client.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.outbound.borrow().queued_bytes()
     }
 
     /// Queues whole frames rendered elsewhere (SOW query results, oof messages, SOW acks).
@@ -222,6 +241,7 @@ pub(crate) fn queue_delivery(
                 buffer,
                 message.topic(),
                 &delivery.sub_ids,
+                message.bookmark,
                 sow_key.filter(|_| delivery.sow_key),
                 message.correlation_id(),
                 timestamp,
@@ -287,6 +307,8 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
         closing: RefCell::new(None),
         connected_at: now,
         logged_on: Cell::new(false),
+        name_hash: Cell::new(0),
+        owns_name: Cell::new(false),
         heartbeat_interval: Cell::new(None),
         last_received: Cell::new(now),
         last_sent: Cell::new(now),
@@ -400,6 +422,11 @@ async fn finish(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Se
         for (sub_id, topic) in subscriptions {
             shard.unsubscribe(connection.id, &sub_id, &topic).await;
         }
+        if connection.owns_name.get() {
+            shard
+                .journal_logoff(connection.id, connection.name_hash.get())
+                .await;
+        }
     }
     if !connection.is_closing() {
         *connection.closing.borrow_mut() = Some(CloseReason::Shutdown);
@@ -438,11 +465,38 @@ async fn handle_frame(
     match request {
         Request::Logon => {
             let name = session.client_name().unwrap_or_default().to_string();
-            info!(client = %name, peer = %connection.peer, user = session.user_id().unwrap_or(""), "logged on");
+            let name_hash = stable_hash(name.as_bytes()).max(1);
+            let mut last_persisted = 0;
+            if shard.journaled.enabled() && session.has_client_name() {
+                let user_id = session.user_id().map(str::to_owned);
+                match shard
+                    .journal_logon(connection.id, name_hash, user_id.as_deref())
+                    .await
+                {
+                    LogonVerdict::Accepted {
+                        last_persisted: persisted,
+                        ..
+                    } => {
+                        last_persisted = persisted;
+                        connection.owns_name.set(true);
+                    }
+                    LogonVerdict::NameInUse { holder } => {
+                        session.undo_logon();
+                        let refused = refusal(
+                            Reason::NameInUse,
+                            format!("client name {name:?} is held by connection {holder} of another user"),
+                        );
+                        refuse(shard, connection, &target, &refused);
+                        return Ok(());
+                    }
+                }
+            }
+            info!(client = %name, peer = %connection.peer, user = session.user_id().unwrap_or(""), last_persisted, "logged on");
             *connection.name.borrow_mut() = name.clone();
+            connection.name_hash.set(name_hash);
             connection.logged_on.set(true);
             connection.send_inline(shard, |buffer| {
-                reply::write_logon_ack(buffer, &target, &name, 0)
+                reply::write_logon_ack(buffer, &target, &name, last_persisted)
             });
             return Ok(());
         }
@@ -450,10 +504,37 @@ async fn handle_frame(
             ShardStats::add(&shard.stats.messages_published, 1);
             let delta = matches!(request, Request::DeltaPublish);
             let message = published_message(&frame, &header);
+            let origin = Origin {
+                connection: connection.id,
+                client_name_hash: connection.name_hash.get(),
+                client_sequence: header
+                    .get(Key::Sequence)
+                    .and_then(|value| value.as_u64())
+                    .unwrap_or(0),
+                persisted_ack: target.acks.contains(AckType::Persisted),
+            };
+            let journaled = shard.journaled.contains(message.topic());
+            if journaled && shard.journal_shared.has_failed() {
+                let refused = refusal(
+                    Reason::TxStoreFailure,
+                    "the transaction log failed and takes no more messages until restart",
+                );
+                refuse(shard, connection, &target, &refused);
+                if origin.persisted_ack {
+                    connection.send_inline(shard, |buffer| {
+                        reply::write_persisted_ack(
+                            buffer,
+                            origin.client_sequence,
+                            Outcome::Failure(&refused),
+                        )
+                    });
+                }
+                return Ok(());
+            }
             match shard.sow_check(&header, message.payload(), delta) {
-                Ok(None) => shard.publish(message).await,
+                Ok(None) => shard.publish(message, origin).await,
                 Ok(Some(info)) => {
-                    if let Err(refused) = shard.publish_sow(message, info).await {
+                    if let Err(refused) = shard.publish_sow(message, info, origin).await {
                         refuse(shard, connection, &target, &refused);
                         return Ok(());
                     }
@@ -462,6 +543,13 @@ async fn handle_frame(
                     refuse(shard, connection, &target, &refused);
                     return Ok(());
                 }
+            }
+            if origin.persisted_ack && !journaled {
+                // Not journaled: nothing more durable will happen to it, so it is as persisted
+                // as it gets once routed (a publish store would otherwise never drain).
+                connection.send_inline(shard, |buffer| {
+                    reply::write_persisted_ack(buffer, origin.client_sequence, Outcome::Success)
+                });
             }
         }
         Request::SowQuery(query) => {
@@ -524,6 +612,53 @@ async fn handle_frame(
                 ack: OwnedAckTarget::new(&target),
             };
             shard.sow_delete(connection.id, request).await;
+            if target.acks.contains(AckType::Persisted) {
+                // SOW deletes are not journaled yet: acked once carried out, like unjournaled
+                // publishes, so a publish store drains.
+                let sequence = header
+                    .get(Key::Sequence)
+                    .and_then(|value| value.as_u64())
+                    .unwrap_or(0);
+                connection.send_inline(shard, |buffer| {
+                    reply::write_persisted_ack(buffer, sequence, Outcome::Success)
+                });
+            }
+            return Ok(());
+        }
+        Request::Subscribe {
+            sub_id,
+            record,
+            previous,
+        } if record.bookmark.is_some() => {
+            if !shard.journaled.may_serve(&record.topic) {
+                session.forget_subscription(&sub_id);
+                let refused = refusal(
+                    Reason::NotSupported,
+                    format!(
+                        "topic {} is not in the transaction log; add it to [journal] topics to subscribe with a bookmark",
+                        record.topic.display()
+                    ),
+                );
+                refuse(shard, connection, &target, &refused);
+                return Ok(());
+            }
+            if let Some(previous) = previous {
+                shard
+                    .unsubscribe(connection.id, &sub_id, &previous.topic)
+                    .await;
+            }
+            debug!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), "bookmark subscription");
+            let subscription = BookmarkSubscription {
+                connection: connection.id,
+                sub_id,
+                topic: record.topic,
+                options: record.options,
+                paused: record.paused,
+                spec: record.bookmark.expect("matched above"),
+                ack: OwnedAckTarget::new(&target),
+            };
+            // Its acks come from the journal's shard, ordered with the replayed messages.
+            shard.bookmark_subscribe(subscription).await;
             return Ok(());
         }
         Request::Subscribe {
@@ -561,7 +696,20 @@ async fn handle_frame(
                     .await;
             }
         }
-        Request::Flush => shard.barrier().await,
+        Request::Flush => {
+            shard.barrier().await;
+            if target.acks.contains(AckType::Persisted) {
+                if shard.journaled.enabled() {
+                    shard
+                        .journal_flush_persisted(connection.id, OwnedAckTarget::new(&target))
+                        .await;
+                } else {
+                    connection.send_inline(shard, |buffer| {
+                        reply::write_persisted_ack_for(buffer, &target, None, Outcome::Success)
+                    });
+                }
+            }
+        }
         Request::HeartbeatStart { interval_seconds } => {
             connection
                 .heartbeat_interval

@@ -8,12 +8,15 @@
 
 pub mod config;
 mod connection;
+mod guaranteed;
+pub mod journal;
 mod mesh;
 mod notify;
 mod outbound;
 #[cfg(test)]
 mod pipeline_tests;
 mod receive;
+mod replay;
 pub mod runtime;
 mod shard;
 pub mod sow;

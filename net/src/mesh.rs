@@ -17,6 +17,8 @@
 //! A SOW query or delete is carried out by the topic's owner when it takes the request off the
 //! publish lane; its frames go back on the delivery lane, whose receivers only queue them.
 
+use crate::connection::CloseReason;
+use crate::journal::{LogonVerdict, Origin};
 use bytes::Bytes;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use std::time::Duration;
@@ -31,12 +33,35 @@ pub(crate) type ReplyToken = u64;
 
 /// Publish lane traffic.
 pub(crate) enum PublishLane {
-    /// Route this message (the receiving shard owns its topic).
-    Publish(PublishedMessage),
+    /// Route this message (the receiving shard owns its topic; journal it first if journaled).
+    Publish {
+        message: PublishedMessage,
+        origin: Origin,
+    },
     /// Store this message in the owner's SOW, then route it.
     SowPublish {
         message: PublishedMessage,
         info: SowPublishInfo,
+        origin: Origin,
+    },
+    /// To the journal's shard: apply the client-name rules of a logon; the verdict comes back
+    /// with `token`.
+    Logon {
+        connection: ConnectionId,
+        client_name_hash: u64,
+        user_id: Option<Box<str>>,
+        token: ReplyToken,
+    },
+    /// To the journal's shard: the connection holding this name has gone.
+    Logoff {
+        connection: ConnectionId,
+        client_name_hash: u64,
+    },
+    /// To the journal's shard: send a persisted ack for this flush once the log is durable up
+    /// to everything appended so far.
+    FlushPersisted {
+        connection: ConnectionId,
+        ack: OwnedAckTarget,
     },
     /// Run a SOW query (registering its subscription in the same step); the frames go back to
     /// `connection` with `token`.
@@ -104,6 +129,9 @@ pub(crate) enum ControlLane {
         sub_id: SubId,
         paused: bool,
     },
+    /// To the journal's shard: start a bookmark subscription (replay, then live); its acks and
+    /// messages go back on the delivery lane.
+    BookmarkSubscribe(Box<crate::replay::BookmarkSubscription>),
 }
 
 /// Delivery lane traffic.
@@ -123,6 +151,24 @@ pub(crate) enum DeliveryLane {
     },
     /// A request with this token was carried out.
     Reply { token: ReplyToken },
+    /// Replayed frames for one local connection: queue them, and once its queue is below half
+    /// its budget send `Reply { token }` to `reply_to` (the replay's pacing).
+    PacedFrames {
+        connection: ConnectionId,
+        bytes: Vec<u8>,
+        token: ReplyToken,
+        reply_to: ShardId,
+    },
+    /// The journal shard's verdict on a logon.
+    LogonVerdict {
+        token: ReplyToken,
+        verdict: LogonVerdict,
+    },
+    /// Close a local connection (its client name was taken over).
+    Close {
+        connection: ConnectionId,
+        reason: CloseReason,
+    },
 }
 
 /// The three lanes' builders, cloned into every shard before it starts.

@@ -70,7 +70,6 @@ impl Outbound {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }

@@ -7,11 +7,13 @@
 //! flag; each shard stops accepting, lets its connections send what is queued, and exits.
 
 use crate::config::Config;
+use crate::journal::{JournalService, JournalShared};
 use crate::mesh::MeshBuilders;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tachyon_core::ids::ShardId;
 use tachyon_numa::{pin_current_thread, PlacementPlan};
+use tachyon_storage::journal::Journal;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -107,6 +110,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
     let meshes =
         (shard_count > 1).then(|| MeshBuilders::new(shard_count, config.limits.mesh_channel_depth));
     let (ready_sender, ready_receiver) = mpsc::channel::<(usize, Result<(), String>)>();
+    let journal_shared = Arc::new(JournalShared::default());
     let mut handles = Vec::with_capacity(shard_count);
     let mut stats = Vec::with_capacity(shard_count);
 
@@ -125,6 +129,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
             .io_memory(config.runtime.io_memory_bytes);
         let shard_config = config.clone();
         let shard_shutdown = shutdown.clone();
+        let shard_journal = journal_shared.clone();
         let spawned = builder.spawn(move || async move {
             if let Err(error) = pin_current_thread(core) {
                 warn!(shard = index, "running unpinned: {error}");
@@ -139,6 +144,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
                 meshes,
                 address,
                 ready,
+                shard_journal,
             )
             .await;
         });
@@ -227,6 +233,7 @@ async fn run_shard(
     meshes: Option<MeshBuilders>,
     address: SocketAddr,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
+    journal_shared: Arc<JournalShared>,
 ) {
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
@@ -250,6 +257,17 @@ async fn run_shard(
         }
         None => (None, None),
     };
+    let journal = if id == ShardId(0) && config.journal.enabled() {
+        match open_journal(&config, journal_shared.clone()) {
+            Ok(service) => Some(service),
+            Err(message) => {
+                let _ = ready.send((id.index(), Err(message)));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let shard = Rc::new(Shard::new(
         id,
         shard_count,
@@ -257,7 +275,12 @@ async fn run_shard(
         stats,
         shutdown.clone(),
         lanes,
+        journal,
+        journal_shared,
     ));
+    if shard.journal.is_some() {
+        shard.spawn_journal_completions();
+    }
     if let Err(message) = shard.load_sow() {
         let _ = ready.send((id.index(), Err(message)));
         return;
@@ -303,6 +326,53 @@ async fn run_shard(
     if left > 0 {
         warn!(shard = %id, left, "connections still open at the drain deadline; closing them");
     }
+    shard.drain_journal().await;
     shard.snapshot_sow(true);
     drop(receivers);
+}
+
+/// Records recovered between progress lines while a long journal is scanned.
+const RECOVERY_PROGRESS_RECORDS: u64 = 1_000_000;
+
+/// Opens the transaction log on shard 0, recovering it: every record's CRC is checked, a torn
+/// tail is cut, and the last persisted sequence of every guaranteed publisher is rebuilt.
+fn open_journal(config: &Config, shared: Arc<JournalShared>) -> Result<JournalService, String> {
+    let journal_config = config
+        .journal
+        .journal_config()
+        .map_err(|error| error.to_string())?;
+    let started = Instant::now();
+    let mut persisted: HashMap<u64, u64> = HashMap::new();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let journal = Journal::open_visiting(&config.data_dir, journal_config, &mut |view| {
+        records += 1;
+        bytes += (view.record.topic.len() + view.record.headers.len() + view.record.payload.len())
+            as u64;
+        let publisher = view.record.publisher;
+        if publisher.client_sequence != 0 {
+            let entry = persisted.entry(publisher.client_name_hash).or_insert(0);
+            *entry = (*entry).max(publisher.client_sequence);
+        }
+        if records.is_multiple_of(RECOVERY_PROGRESS_RECORDS) {
+            info!(
+                records,
+                megabytes = bytes >> 20,
+                elapsed_s = started.elapsed().as_secs(),
+                "journal recovery in progress"
+            );
+        }
+    })
+    .map_err(|error| format!("transaction log: {error}"))?;
+    let report = journal.recovery_report();
+    info!(
+        records,
+        publishers = persisted.len(),
+        last_sequence = journal.last_sequence(),
+        epoch = journal.epoch(),
+        backend = %journal.backend_kind(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "transaction log recovered: {report:?}"
+    );
+    Ok(JournalService::new(journal, persisted, shared))
 }

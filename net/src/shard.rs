@@ -9,6 +9,7 @@
 
 use crate::config::{Config, TopicRouting};
 use crate::connection::Connection;
+use crate::journal::{JournalService, JournalShared, JournaledTopics, LogonVerdict, Origin};
 use crate::mesh::{ControlLane, DeliveryLane, LaneReceivers, LaneSenders, PublishLane, ReplyToken};
 use crate::stats::ShardStats;
 use std::cell::{Cell, RefCell};
@@ -24,6 +25,7 @@ use tachyon_core::ids::{stable_hash, ConnectionId, ShardId, SubId};
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::router::{Delivery, DeliveryOptions, Router};
 use tachyon_core::topic::TopicSpec;
+use tachyon_storage::journal::RecordKind;
 use tracing::warn;
 
 struct Slot {
@@ -51,6 +53,14 @@ pub(crate) struct Shard {
     pending_replies: RefCell<HashMap<ReplyToken, PendingReply>>,
     next_token: Cell<ReplyToken>,
     route_scratch: RefCell<Vec<Delivery>>,
+    /// Which topics are journaled (every shard knows; the journal itself is on shard 0).
+    pub(crate) journaled: JournaledTopics,
+    /// The transaction log, on shard 0 when any topic is journaled.
+    pub(crate) journal: Option<JournalService>,
+    /// What every shard may read about the journal.
+    pub(crate) journal_shared: Arc<JournalShared>,
+    /// Logon verdicts that arrived from the journal's shard, by request token.
+    pub(crate) logon_verdicts: RefCell<HashMap<ReplyToken, LogonVerdict>>,
 }
 
 impl Shard {
@@ -61,12 +71,28 @@ impl Shard {
         stats: Arc<ShardStats>,
         shutdown: Arc<AtomicBool>,
         lanes: Option<LaneSenders>,
+        journal: Option<JournalService>,
+        journal_shared: Arc<JournalShared>,
     ) -> Shard {
         let sow_topics = config
             .sow
             .topic_configs()
             .expect("the configuration was validated before the shards started");
+        let journaled = JournaledTopics::new(
+            config
+                .journal
+                .topic_specs()
+                .expect("the configuration was validated before the shards started"),
+        );
+        assert!(
+            journal.is_none() || id == ShardId(0),
+            "the journal lives on shard 0"
+        );
         Shard {
+            journaled,
+            journal,
+            journal_shared,
+            logon_verdicts: RefCell::new(HashMap::new()),
             sow: crate::sow::SowState::new(sow_topics),
             id,
             shard_count,
@@ -85,6 +111,10 @@ impl Shard {
 
     /// The shard that owns `topic`: where its messages are routed (and later journaled).
     pub(crate) fn owner_of(&self, topic: &[u8]) -> ShardId {
+        if self.journaled.contains(topic) {
+            // One journal, one order: shard 0 appends every journaled message.
+            return ShardId(0);
+        }
         match self.config.runtime.topic_routing {
             TopicRouting::Ordered => ShardId(0),
             TopicRouting::Hashed => ShardId((stable_hash(topic) % self.shard_count as u64) as u16),
@@ -174,16 +204,16 @@ impl Shard {
     // ---- publishing -------------------------------------------------------------------------
 
     /// Routes a message published on this shard: here when it owns the topic, else at the owner.
-    pub(crate) async fn publish(&self, message: PublishedMessage) {
+    pub(crate) async fn publish(&self, message: PublishedMessage, origin: Origin) {
         let owner = self.owner_of(message.topic());
         if owner == self.id {
-            self.route(message).await;
+            self.route(message, &origin).await;
             return;
         }
         let lanes = self.lanes.as_ref().expect("several shards have lanes");
         if lanes
             .publish
-            .send_to(owner.index(), PublishLane::Publish(message))
+            .send_to(owner.index(), PublishLane::Publish { message, origin })
             .await
             .is_err()
         {
@@ -191,8 +221,21 @@ impl Shard {
         }
     }
 
+    /// Journals a message whose topic this shard owns (when journaled), then routes it.
+    pub(crate) async fn route(&self, mut message: PublishedMessage, origin: &Origin) {
+        if self.journal.is_some()
+            && self.journaled.contains(message.topic())
+            && !self
+                .journal_append(&mut message, origin, RecordKind::Publish)
+                .await
+        {
+            return;
+        }
+        self.route_plain(message).await;
+    }
+
     /// Matches a message whose topic this shard owns and hands each match to its connection.
-    pub(crate) async fn route(&self, message: PublishedMessage) {
+    pub(crate) async fn route_plain(&self, message: PublishedMessage) {
         // The scratch list is reused so routing allocates nothing; a route that overlaps another
         // (possible only while one is waiting on a full channel) takes a fresh list.
         let mut deliveries = self.route_scratch.take();
@@ -297,7 +340,7 @@ impl Shard {
     ) {
         for place in self.places_of(topic) {
             if place == self.id {
-                self.router.borrow_mut().remove(connection, sub_id);
+                self.remove_subscription_here(connection, sub_id);
                 continue;
             }
             let lanes = self.lanes.as_ref().expect("remote places need lanes");
@@ -319,9 +362,7 @@ impl Shard {
     ) {
         for place in self.places_of(topic) {
             if place == self.id {
-                self.router
-                    .borrow_mut()
-                    .set_paused(connection, sub_id, paused);
+                self.pause_subscription_here(connection, sub_id, paused);
                 continue;
             }
             let lanes = self.lanes.as_ref().expect("remote places need lanes");
@@ -331,6 +372,42 @@ impl Shard {
                 paused,
             };
             let _ = lanes.control.send_to(place.index(), request).await;
+        }
+    }
+
+    /// Removes a subscription from this shard's routers and stops its replay, if any.
+    pub(crate) fn remove_subscription_here(&self, connection: ConnectionId, sub_id: &SubId) {
+        self.router.borrow_mut().remove(connection, sub_id);
+        if let Some(service) = self.journal.as_ref() {
+            service
+                .bookmark_router
+                .borrow_mut()
+                .remove(connection, sub_id);
+            if let Some(cancel) = service
+                .replays
+                .borrow_mut()
+                .remove(&(connection, sub_id.clone()))
+            {
+                cancel.set(true);
+            }
+        }
+    }
+
+    /// Pauses or resumes a subscription in this shard's routers.
+    pub(crate) fn pause_subscription_here(
+        &self,
+        connection: ConnectionId,
+        sub_id: &SubId,
+        paused: bool,
+    ) {
+        self.router
+            .borrow_mut()
+            .set_paused(connection, sub_id, paused);
+        if let Some(service) = self.journal.as_ref() {
+            service
+                .bookmark_router
+                .borrow_mut()
+                .set_paused(connection, sub_id, paused);
         }
     }
 
@@ -404,9 +481,43 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(item) = receiver.recv().await {
                     match item {
-                        PublishLane::Publish(message) => shard.route(message).await,
-                        PublishLane::SowPublish { message, info } => {
-                            if let Err(error) = shard.route_sow_publish(message, info).await {
+                        PublishLane::Publish { message, origin } => {
+                            shard.route(message, &origin).await
+                        }
+                        PublishLane::Logon {
+                            connection,
+                            client_name_hash,
+                            user_id,
+                            token,
+                        } => {
+                            let verdict = shard
+                                .journal_logon_at_owner(
+                                    connection,
+                                    client_name_hash,
+                                    user_id.as_deref(),
+                                )
+                                .await;
+                            let lanes = shard.lanes.as_ref().expect("lanes");
+                            let _ = lanes
+                                .delivery
+                                .send_to(peer, DeliveryLane::LogonVerdict { token, verdict })
+                                .await;
+                        }
+                        PublishLane::Logoff {
+                            connection,
+                            client_name_hash,
+                        } => shard.journal_logoff(connection, client_name_hash).await,
+                        PublishLane::FlushPersisted { connection, ack } => {
+                            shard.flush_persisted_at_owner(connection, ack).await
+                        }
+                        PublishLane::SowPublish {
+                            message,
+                            info,
+                            origin,
+                        } => {
+                            if let Err(error) =
+                                shard.route_sow_publish(message, info, &origin).await
+                            {
                                 // The publisher's shard checked key and size; what is left
                                 // (a merge into a stored record that is not a JSON object, a
                                 // merged record over the limit) can only be logged.
@@ -468,17 +579,17 @@ impl Shard {
                                 .await;
                         }
                         ControlLane::Unsubscribe { connection, sub_id } => {
-                            shard.router.borrow_mut().remove(connection, &sub_id);
+                            shard.remove_subscription_here(connection, &sub_id);
                         }
                         ControlLane::Pause {
                             connection,
                             sub_id,
                             paused,
                         } => {
-                            shard
-                                .router
-                                .borrow_mut()
-                                .set_paused(connection, &sub_id, paused);
+                            shard.pause_subscription_here(connection, &sub_id, paused);
+                        }
+                        ControlLane::BookmarkSubscribe(subscription) => {
+                            shard.start_bookmark_subscription(*subscription).await;
                         }
                     }
                 }
@@ -508,6 +619,36 @@ impl Shard {
                             }
                         }
                         DeliveryLane::Reply { token } => shard.reply_arrived(token),
+                        DeliveryLane::PacedFrames {
+                            connection,
+                            bytes,
+                            token,
+                            reply_to,
+                        } => {
+                            if let Some(local) = shard.connection(connection) {
+                                local.push_frames(&shard, &bytes);
+                            }
+                            // The reply waits in its own task so this lane keeps draining.
+                            let paced = shard.clone();
+                            glommio::spawn_local(async move {
+                                paced.wait_for_room(connection).await;
+                                let lanes = paced.lanes.as_ref().expect("lanes");
+                                let _ = lanes
+                                    .delivery
+                                    .send_to(reply_to.index(), DeliveryLane::Reply { token })
+                                    .await;
+                            })
+                            .detach();
+                        }
+                        DeliveryLane::LogonVerdict { token, verdict } => {
+                            shard.logon_verdicts.borrow_mut().insert(token, verdict);
+                            shard.reply_arrived(token);
+                        }
+                        DeliveryLane::Close { connection, reason } => {
+                            if let Some(local) = shard.connection(connection) {
+                                local.close(reason, &shard.stats);
+                            }
+                        }
                     }
                 }
             })

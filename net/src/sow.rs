@@ -20,6 +20,7 @@
 //! written and fsynced on a helper thread), and loaded at start-up. A `kill -9` loses the changes
 //! made since the last snapshot.
 
+use crate::journal::Origin;
 use crate::mesh::{DeliveryLane, PublishLane, ReplyToken, SowDeleteRequest, SowPublishInfo};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -42,6 +43,7 @@ use tachyon_core::sow::{
     snapshot, Bookmark, Durability, KeyExtractor, KeyKind, OofReason, OwnedRecord, PublishMeta,
     RecordView, SowError, SowKeyRef, SowTopic, SowTopicConfig,
 };
+use tachyon_storage::journal::RecordKind;
 use tracing::{debug, error, info, warn};
 
 /// The file a persistent topic's snapshot lives in: `<data_dir>/sow/<16 hex digits>.sow`, named
@@ -144,23 +146,12 @@ fn unix_now_ns() -> u64 {
 /// A message like `original` (topic, correlation id, receive time) carrying another payload:
 /// a merged delta publish or the changed fields a delta subscriber gets.
 fn synthetic_message(original: &PublishedMessage, payload: &[u8]) -> PublishedMessage {
-    let topic = original.topic();
-    let correlation = original.correlation_id();
-    let mut frame =
-        Vec::with_capacity(topic.len() + correlation.map_or(0, <[u8]>::len) + payload.len());
-    frame.extend_from_slice(topic);
-    let correlation_range = correlation.map(|correlation| {
-        frame.extend_from_slice(correlation);
-        topic.len()..topic.len() + correlation.len()
-    });
-    let payload_offset = frame.len();
-    frame.extend_from_slice(payload);
-    PublishedMessage::new(
-        Bytes::from(frame),
-        0..topic.len(),
-        correlation_range,
-        payload_offset,
+    PublishedMessage::synthetic(
+        original.topic(),
+        original.correlation_id(),
+        payload,
         original.received_unix_ns,
+        original.bookmark,
     )
 }
 
@@ -264,16 +255,21 @@ impl Shard {
         &self,
         message: PublishedMessage,
         info: SowPublishInfo,
+        origin: Origin,
     ) -> Result<(), Refusal> {
         let owner = self.owner_of(message.topic());
         if owner == self.id {
             return self
-                .route_sow_publish(message, info)
+                .route_sow_publish(message, info, &origin)
                 .await
                 .map_err(|error| refuse(Reason::from_sow_error(&error), error.to_string()));
         }
         let lanes = self.lanes.as_ref().expect("several shards have lanes");
-        let lane = PublishLane::SowPublish { message, info };
+        let lane = PublishLane::SowPublish {
+            message,
+            info,
+            origin,
+        };
         if lanes.publish.send_to(owner.index(), lane).await.is_err() {
             warn!(shard = %self.id, owner = %owner, "owner shard has stopped; SOW publish dropped during shutdown");
         }
@@ -290,9 +286,20 @@ impl Shard {
     /// On the owner: stores the publish, then routes the stored record (full, delta or oof).
     pub(crate) async fn route_sow_publish(
         &self,
-        message: PublishedMessage,
+        mut message: PublishedMessage,
         info: SowPublishInfo,
+        origin: &Origin,
     ) -> Result<(), SowError> {
+        if self.journal.is_some() && self.journaled.contains(message.topic()) {
+            let kind = if info.delta {
+                RecordKind::DeltaPublish
+            } else {
+                RecordKind::Publish
+            };
+            if !self.journal_append(&mut message, origin, kind).await {
+                return Ok(());
+            }
+        }
         let topic_name = message.topic();
         let needs_previous = self.router.borrow().needs_previous(topic_name);
         let applied = {

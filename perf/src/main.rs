@@ -5,10 +5,12 @@
 //! from the same conditions on a noisy machine. `scenario` runs the named scenarios (pub/sub
 //! fan-out, filtered fan-out, throughput, slow subscriber, SOW queries; see `scenario.rs`). Both
 //! start and stop each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
+//! `journal` measures the transaction log on this machine's disk (see `journal.rs`).
 
 mod amps;
 #[cfg(test)]
 mod fake_amps;
+mod journal;
 mod load;
 mod nats;
 mod noise;
@@ -46,6 +48,9 @@ enum Commands {
     /// Named scenarios: pubsub, filtered, throughput, slow-subscriber, persisted-ack, sow-query,
     /// or all.
     Scenario(Box<ScenarioArgs>),
+    /// The transaction log on this disk: CRC32C speed, write throughput against fio's
+    /// O_DIRECT bandwidth, recovery scan speed.
+    Journal(Box<journal::JournalArgs>),
     /// Internal: one raw TCP relay as its own process (started by the benchmark).
     #[command(hide = true)]
     RelayServer {
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Commands::Latency(arguments) => latency(*arguments),
         Commands::Scenario(arguments) => run_scenarios(*arguments),
+        Commands::Journal(arguments) => journal::run(&arguments).map(|()| ExitCode::SUCCESS),
         Commands::RelayServer {
             publish,
             subscribe,

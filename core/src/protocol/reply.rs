@@ -7,7 +7,9 @@
 
 use super::writer::{FrameWriter, HeaderWriter};
 use super::AckType;
+use crate::bookmark::WireBookmark;
 use crate::ids::SubId;
+
 use crate::session::{AckTarget, Refusal};
 
 /// The protocol version the server announces at logon. Clients turn it into a number to decide
@@ -44,16 +46,7 @@ pub fn write_ack(buffer: &mut Vec<u8>, ack: AckType, target: &AckTarget<'_>, out
         .string("c", b"ack")
         .string("a", ack.as_str().as_bytes());
     echo_ids(&mut header, target);
-    match outcome {
-        Outcome::Success => {
-            header.string("status", b"success");
-        }
-        Outcome::Failure(refusal) => {
-            header
-                .string("status", b"failure")
-                .string("reason", refusal.reason.as_str().as_bytes());
-        }
-    }
+    write_outcome(&mut header, outcome);
     header.finish();
     frame.finish(0);
 }
@@ -89,6 +82,71 @@ pub fn write_logon_ack(
     frame.finish(0);
 }
 
+/// Appends the conflated persisted ack of guaranteed publishing: every message of this
+/// connection up to client sequence `sequence` is durable (or, on failure, was not stored).
+pub fn write_persisted_ack(buffer: &mut Vec<u8>, sequence: u64, outcome: Outcome<'_>) {
+    let mut frame = FrameWriter::new(buffer);
+    let mut header = frame.header();
+    header.string("c", b"ack").string("a", b"persisted");
+    header.number("s", sequence);
+    write_outcome(&mut header, outcome);
+    header.finish();
+    frame.finish(0);
+}
+
+/// Appends a persisted ack for a command that waits on durability by id (a `flush` with
+/// `a=persisted`, a bookmark subscription): the ids, and the journal position `bm` reached.
+pub fn write_persisted_ack_for(
+    buffer: &mut Vec<u8>,
+    target: &AckTarget<'_>,
+    bookmark: Option<WireBookmark>,
+    outcome: Outcome<'_>,
+) {
+    let mut frame = FrameWriter::new(buffer);
+    let mut header = frame.header();
+    header.string("c", b"ack").string("a", b"persisted");
+    echo_ids(&mut header, target);
+    if let Some(bookmark) = bookmark {
+        let mut text = [0u8; WireBookmark::TEXT_BYTES_MAX];
+        header.string("bm", bookmark.format(&mut text));
+    }
+    write_outcome(&mut header, outcome);
+    header.finish();
+    frame.finish(0);
+}
+
+/// Appends a `completed` ack carrying the bookmark where a replay ended.
+pub fn write_completed_ack(
+    buffer: &mut Vec<u8>,
+    target: &AckTarget<'_>,
+    bookmark: Option<WireBookmark>,
+) {
+    let mut frame = FrameWriter::new(buffer);
+    let mut header = frame.header();
+    header.string("c", b"ack").string("a", b"completed");
+    echo_ids(&mut header, target);
+    if let Some(bookmark) = bookmark {
+        let mut text = [0u8; WireBookmark::TEXT_BYTES_MAX];
+        header.string("bm", bookmark.format(&mut text));
+    }
+    header.string("status", b"success");
+    header.finish();
+    frame.finish(0);
+}
+
+fn write_outcome(header: &mut HeaderWriter<'_>, outcome: Outcome<'_>) {
+    match outcome {
+        Outcome::Success => {
+            header.string("status", b"success");
+        }
+        Outcome::Failure(refusal) => {
+            header
+                .string("status", b"failure")
+                .string("reason", refusal.reason.as_str().as_bytes());
+        }
+    }
+}
+
 /// Appends a server heartbeat frame.
 pub fn write_heartbeat(buffer: &mut Vec<u8>) {
     let mut frame = FrameWriter::new(buffer);
@@ -102,10 +160,12 @@ pub fn write_heartbeat(buffer: &mut Vec<u8>) {
 ///
 /// `topic` and `correlation_id` are written as the publisher sent them (they carried no escapes);
 /// `sow_key` is the record's key `k` on a SOW topic.
+#[allow(clippy::too_many_arguments)]
 pub fn write_delivery_header(
     buffer: &mut Vec<u8>,
     topic: &[u8],
     sub_ids: &[SubId],
+    bookmark: Option<WireBookmark>,
     sow_key: Option<&[u8]>,
     correlation_id: Option<&[u8]>,
     timestamp_unix_ns: Option<u64>,
@@ -115,6 +175,10 @@ pub fn write_delivery_header(
     let mut header = frame.header();
     header.string("c", b"p").raw_string("t", topic);
     header.string_list("sids", sub_ids.iter().map(SubId::as_bytes));
+    if let Some(bookmark) = bookmark {
+        let mut text = [0u8; WireBookmark::TEXT_BYTES_MAX];
+        header.string("bm", bookmark.format(&mut text));
+    }
     if let Some(key) = sow_key {
         header.string("k", key);
     }
@@ -218,7 +282,16 @@ mod tests {
     fn delivery_header_lists_every_subscription() {
         let mut buffer = Vec::new();
         let ids = [SubId::new(b"a"), SubId::new(b"b")];
-        write_delivery_header(&mut buffer, b"orders", &ids, None, Some(b"Y29y"), None, 7);
+        write_delivery_header(
+            &mut buffer,
+            b"orders",
+            &ids,
+            None,
+            None,
+            Some(b"Y29y"),
+            None,
+            7,
+        );
         assert_eq!(
             &buffer[4..],
             br#"{"c":"p","t":"orders","sids":"a,b","x":"Y29y"}"#

@@ -464,6 +464,7 @@ mod tests {
             &mut buffer,
             b"orders",
             &ids,
+            None,
             Some(b"42"),
             None,
             None,

@@ -32,18 +32,28 @@
 //!
 //! A group never spans two segments: a record that does not fit in the rest of a segment starts
 //! the next one, whose header block is written together with its first group.
+//!
+//! # Retention and fault injection
+//!
+//! [`Journal::apply_retention`] removes the oldest sealed segments by age or total size, only ever
+//! a prefix, so the journal starts later but never has a hole (see `retention`).
+//! [`JournalConfig::fault`] is a testing knob that makes a chosen write+sync group fail, to test
+//! the callers' handling of a poisoned journal (see `fault`).
 
 mod fallback;
+mod fault;
 mod io;
 mod publisher;
 mod reader;
 mod record;
 mod recovery;
+mod retention;
 mod segment;
 mod tools;
 mod uring;
 
 pub use fallback::FallbackBackend;
+pub use fault::{FaultOperation, FaultPlan, FaultyBackend};
 pub use io::{
     open_backend, AlignedBuffer, BackendChoice, BackendKind, EventFd, IoBackend, WriteSyncOutcome,
     BLOCK_SIZE_BYTES,
@@ -55,6 +65,7 @@ pub use record::{
     RecordKind, RecordView, Sequence, RECORD_HEADER_BYTES, TOPIC_BYTES_MAX,
 };
 pub use recovery::{scan_journal, RecoveryReport, ScanOutcome, ScanProblem, SegmentSummary};
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use segment::{
     list_segments, parse_segment_file_name, segment_file_name, SegmentFile, SegmentHeader,
     SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES,
@@ -100,6 +111,9 @@ pub struct JournalConfig {
     pub allow_truncate_corruption: bool,
     /// Publishers the dedup table is sized for at start-up.
     pub expected_publishers: usize,
+    /// Testing knob: fail one write+sync group as planned (see [`FaultPlan`]). Always `None` in
+    /// production; the server's configuration file cannot set it.
+    pub fault: Option<FaultPlan>,
 }
 
 impl Default for JournalConfig {
@@ -112,6 +126,7 @@ impl Default for JournalConfig {
             backend: BackendChoice::Auto,
             allow_truncate_corruption: false,
             expected_publishers: EXPECTED_PUBLISHERS_DEFAULT,
+            fault: None,
         }
     }
 }
@@ -273,6 +288,15 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+    /// A replay needs records that retention has already removed.
+    #[error("journal replay needs sequence {wanted}, but retention removed it: the journal now starts at sequence {first_kept} \
+             (the replay fell behind; pass the lowest sequence any replay still needs as protect_from to apply_retention)")]
+    RemovedByRetention {
+        /// The sequence the replay needed next.
+        wanted: Sequence,
+        /// The oldest sequence still on disk.
+        first_kept: Sequence,
+    },
     /// A configuration value is out of range.
     #[error("journal config: {field} = {value}: {reason}")]
     Config {
@@ -333,6 +357,7 @@ struct Run {
 
 struct InFlight {
     write_offset: u64,
+    first_sequence: Sequence,
     data_bytes: usize,
     padded_bytes: usize,
     last_sequence: Sequence,
@@ -350,6 +375,8 @@ pub struct Journal {
     next_sequence: Sequence,
     epoch: u64,
     durable_up_to: Sequence,
+    /// The oldest durable sequence still on disk (None while nothing is durable).
+    first_sequence: Option<Sequence>,
     in_flight: Option<InFlight>,
     active: Option<ActiveSegment>,
     append_position: AppendPosition,
@@ -382,13 +409,21 @@ impl Journal {
     }
 
     /// Like [`Journal::open_visiting`] with a caller-supplied I/O backend (simulation tests).
+    /// A [`JournalConfig::fault`] plan wraps this backend too.
     pub fn open_with_backend(
         data_dir: &Path,
         config: JournalConfig,
-        mut backend: Box<dyn IoBackend>,
+        backend: Box<dyn IoBackend>,
         visit: &mut dyn FnMut(&RecordView<'_>),
     ) -> Result<Journal, JournalError> {
         config.validate()?;
+        let mut backend = match config.fault {
+            Some(plan) => {
+                tracing::warn!(?plan, "journal: fault injection is on (a testing knob): a write+sync group will fail on purpose");
+                Box::new(FaultyBackend::new(backend, plan)) as Box<dyn IoBackend>
+            }
+            None => backend,
+        };
         let dir = data_dir.join(JOURNAL_DIR_NAME);
         std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
             operation: "create",
@@ -467,6 +502,7 @@ impl Journal {
             next_sequence: last_sequence + 1,
             epoch: recovered.epoch_max + 1,
             durable_up_to: last_sequence,
+            first_sequence: recovered.report.first_sequence,
             in_flight: None,
             active,
             append_position,
@@ -613,6 +649,7 @@ impl Journal {
         }
         self.in_flight = Some(InFlight {
             write_offset,
+            first_sequence: run.first_sequence,
             data_bytes,
             padded_bytes,
             last_sequence: run.last_sequence,
@@ -678,6 +715,12 @@ impl Journal {
     /// The highest durable sequence (0 if none).
     pub fn durable_up_to(&self) -> Sequence {
         self.durable_up_to
+    }
+
+    /// The oldest durable sequence still on disk (None while nothing is durable). Kept in memory:
+    /// recovery sets it, the first durable group or [`Journal::apply_retention`] moves it.
+    pub fn first_sequence(&self) -> Option<Sequence> {
+        self.first_sequence
     }
 
     /// The sequence of the last record appended (0 if none).
@@ -819,6 +862,7 @@ impl Journal {
             "durable point went backwards"
         );
         self.durable_up_to = flight.last_sequence;
+        self.first_sequence.get_or_insert(flight.first_sequence);
         let block_start = flight.data_bytes / BLOCK_SIZE_BYTES * BLOCK_SIZE_BYTES;
         let active = self
             .active

@@ -7,11 +7,20 @@
 //! caller sets it to the journal's durable point so replay never shows a record that a crash
 //! could still take back. At the end of the data it returns `None` and can be called again later
 //! to pick up records written since.
+//!
+//! After retention removed a prefix of the segments, [`ReplayStart::Beginning`] and a sequence
+//! below the oldest kept record both start at the oldest kept record; a reader that was still
+//! behind the removed prefix gets [`JournalError::RemovedByRetention`] instead of a gap.
 
 use super::recovery::{EndReason, SegmentScanner, Step};
 use super::segment::list_segments;
 use super::{journal_dir, JournalError, RecordView, Sequence};
 use std::path::{Path, PathBuf};
+
+/// Times a reader lists the segments again because the one it chose was removed (by retention)
+/// before it could open it; each retry means another segment went, so this bounds a remover
+/// racing far ahead, not a normal run.
+const REMOVED_WHILE_OPENING_RETRIES_MAX: usize = 16;
 
 /// Where replay starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,55 +139,79 @@ impl JournalReader {
 
     /// Opens the segment to read next; false if it does not exist (yet).
     fn open_next_segment(&mut self) -> Result<bool, JournalError> {
-        let segments = list_segments(&self.journal_dir).map_err(|source| JournalError::Io {
-            operation: "list",
-            path: self.journal_dir.clone(),
-            source,
-        })?;
-        let chosen = match (self.next_segment_first, self.start) {
-            (Some(first), _) => segments
-                .iter()
-                .position(|segment| segment.first_sequence == first),
-            (None, ReplayStart::Sequence(target)) => segments
-                .iter()
-                .rposition(|segment| segment.first_sequence <= target)
-                .or((!segments.is_empty()).then_some(0)),
-            (None, _) => (!segments.is_empty()).then_some(0),
-        };
-        let Some(position) = chosen else {
-            if let (Some(first), Some(later)) = (
-                self.next_segment_first,
-                segments.iter().find(|s| {
-                    self.next_segment_first
-                        .is_some_and(|f| s.first_sequence > f)
-                }),
-            ) {
-                return Err(JournalError::Corruption {
-                    path: later.path.clone(),
+        let mut removed_while_opening = 0;
+        loop {
+            let segments = list_segments(&self.journal_dir).map_err(|source| JournalError::Io {
+                operation: "list",
+                path: self.journal_dir.clone(),
+                source,
+            })?;
+            let chosen = match (self.next_segment_first, self.start) {
+                (Some(first), _) => segments
+                    .iter()
+                    .position(|segment| segment.first_sequence == first),
+                // A target below the first kept segment (removed by retention) starts at the
+                // oldest record still there.
+                (None, ReplayStart::Sequence(target)) => segments
+                    .iter()
+                    .rposition(|segment| segment.first_sequence <= target)
+                    .or((!segments.is_empty()).then_some(0)),
+                (None, _) => (!segments.is_empty()).then_some(0),
+            };
+            let Some(position) = chosen else {
+                let Some(first) = self.next_segment_first else {
+                    return Ok(false);
+                };
+                match segments.first() {
+                    // Retention removes only a prefix: everything up to the segment this reader
+                    // needs is gone, so it fell behind the caller's protect_from.
+                    Some(oldest) if oldest.first_sequence > first => {
+                        return Err(JournalError::RemovedByRetention {
+                            wanted: first,
+                            first_kept: oldest.first_sequence,
+                        })
+                    }
+                    _ => {}
+                }
+                if let Some(later) = segments.iter().find(|s| s.first_sequence > first) {
+                    return Err(JournalError::Corruption {
+                        path: later.path.clone(),
+                        offset: 0,
+                        reason: format!("gap: expected a segment starting at sequence {first}"),
+                    });
+                }
+                return Ok(false);
+            };
+            let segment = &segments[position];
+            let last = position + 1 == segments.len();
+            let opened = match SegmentScanner::open(&segment.path) {
+                Err(source)
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && removed_while_opening < REMOVED_WHILE_OPENING_RETRIES_MAX =>
+                {
+                    // Retention removed it between the listing and the open: list again.
+                    removed_while_opening += 1;
+                    continue;
+                }
+                opened => opened.map_err(|source| JournalError::Io {
+                    operation: "open",
+                    path: segment.path.clone(),
+                    source,
+                })?,
+            };
+            return match opened {
+                Ok(scanner) => {
+                    self.scanner = Some(scanner);
+                    Ok(true)
+                }
+                // The newest segment's header is written with its first group: not there yet.
+                Err(_) if last => Ok(false),
+                Err((_, reason)) => Err(JournalError::Corruption {
+                    path: segment.path.clone(),
                     offset: 0,
-                    reason: format!("gap: expected a segment starting at sequence {first}"),
-                });
-            }
-            return Ok(false);
-        };
-        let segment = &segments[position];
-        let last = position + 1 == segments.len();
-        match SegmentScanner::open(&segment.path).map_err(|source| JournalError::Io {
-            operation: "open",
-            path: segment.path.clone(),
-            source,
-        })? {
-            Ok(scanner) => {
-                self.scanner = Some(scanner);
-                Ok(true)
-            }
-            // The newest segment's header is written with its first group: not there yet.
-            Err(_) if last => Ok(false),
-            Err((_, reason)) => Err(JournalError::Corruption {
-                path: segment.path.clone(),
-                offset: 0,
-                reason,
-            }),
+                    reason,
+                }),
+            };
         }
     }
 

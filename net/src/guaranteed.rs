@@ -1,0 +1,512 @@
+//! Guaranteed publishing on the journal's shard: appending journaled messages, waiting for
+//! durability, persisted acks, duplicate detection, and the logon rules that need the log.
+//!
+//! Every function that touches the [`crate::journal::JournalService`] runs on shard 0; the
+//! `Shard` methods without `_at_owner` are called on the connection's shard and forward.
+//!
+//! Durability is observed by polling the journal while a write is in flight: glommio offers no
+//! readiness wait for a foreign descriptor (its reads of the journal's non-blocking eventfd
+//! would return EAGAIN at once), and a write+fdatasync takes tens of microseconds, so a
+//! [`COMPLETION_POLL_INTERVAL`] sleep between polls costs a few wake-ups per write group and
+//! nothing per message. With nothing in flight the task sleeps until the next submit.
+
+use crate::connection::CloseReason;
+use crate::journal::{
+    record_headers, wire_bookmark, LogonVerdict, Origin, Undurable, Waiter, WaiterReply,
+};
+use crate::mesh::{DeliveryLane, PublishLane};
+use crate::shard::Shard;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tachyon_core::filter::MessageContext;
+use tachyon_core::ids::ConnectionId;
+use tachyon_core::message::PublishedMessage;
+use tachyon_core::protocol::reply::{self, Outcome};
+use tachyon_core::session::{refuse, OwnedAckTarget, Reason, Refusal};
+use tachyon_storage::journal::{JournalError, Record, RecordKind, Sequence};
+use tracing::{debug, error, info, warn};
+
+/// Sleep between polls of the journal while a write+sync is in flight.
+const COMPLETION_POLL_INTERVAL: Duration = Duration::from_micros(10);
+
+/// Sleep of a publisher waiting for the disk to catch up (append buffer full).
+const BACKPRESSURE_POLL_INTERVAL: Duration = Duration::from_micros(50);
+
+impl Shard {
+    // ---- on the connection's shard --------------------------------------------------------
+
+    /// Carries out a logon's name rules at the journal's shard and returns the verdict.
+    pub(crate) async fn journal_logon(
+        &self,
+        connection: ConnectionId,
+        client_name_hash: u64,
+        user_id: Option<&str>,
+    ) -> LogonVerdict {
+        if self.journal.is_some() {
+            return self
+                .journal_logon_at_owner(connection, client_name_hash, user_id)
+                .await;
+        }
+        let token = self.new_token(1);
+        let lanes = self
+            .lanes
+            .as_ref()
+            .expect("the journal lives on another shard");
+        let request = PublishLane::Logon {
+            connection,
+            client_name_hash,
+            user_id: user_id.map(Box::from),
+            token,
+        };
+        if lanes.publish.send_to(0, request).await.is_err() {
+            self.reply_arrived(token);
+        }
+        self.replies(token).await;
+        self.logon_verdicts
+            .borrow_mut()
+            .remove(&token)
+            .unwrap_or(LogonVerdict::Accepted {
+                last_persisted: 0,
+                replaced: None,
+            })
+    }
+
+    /// Frees the connection's client name at the journal's shard.
+    pub(crate) async fn journal_logoff(&self, connection: ConnectionId, client_name_hash: u64) {
+        if let Some(service) = self.journal.as_ref() {
+            service.logoff(connection, client_name_hash);
+            return;
+        }
+        let lanes = self
+            .lanes
+            .as_ref()
+            .expect("the journal lives on another shard");
+        let _ = lanes
+            .publish
+            .send_to(
+                0,
+                PublishLane::Logoff {
+                    connection,
+                    client_name_hash,
+                },
+            )
+            .await;
+    }
+
+    /// A `flush` with `a=persisted`: the persisted ack follows once everything this connection
+    /// published before it is durable (the caller ran the routing barrier first).
+    pub(crate) async fn journal_flush_persisted(
+        &self,
+        connection: ConnectionId,
+        ack: OwnedAckTarget,
+    ) {
+        if self.journal.is_some() {
+            self.flush_persisted_at_owner(connection, ack).await;
+            return;
+        }
+        let lanes = self
+            .lanes
+            .as_ref()
+            .expect("the journal lives on another shard");
+        let _ = lanes
+            .publish
+            .send_to(0, PublishLane::FlushPersisted { connection, ack })
+            .await;
+    }
+
+    // ---- on the journal's shard -----------------------------------------------------------
+
+    pub(crate) async fn journal_logon_at_owner(
+        &self,
+        connection: ConnectionId,
+        client_name_hash: u64,
+        user_id: Option<&str>,
+    ) -> LogonVerdict {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        let verdict = service.logon(connection, client_name_hash, user_id);
+        if let LogonVerdict::Accepted {
+            replaced: Some(old),
+            ..
+        } = &verdict
+        {
+            info!(old = %old, new = %connection, "client name logged on again: closing the older connection");
+            self.close_connection(*old, CloseReason::Replaced).await;
+        }
+        verdict
+    }
+
+    /// Closes a connection on whatever shard holds it.
+    pub(crate) async fn close_connection(&self, connection: ConnectionId, reason: CloseReason) {
+        if connection.shard == self.id {
+            if let Some(local) = self.connection(connection) {
+                local.close(reason, &self.stats);
+            }
+            return;
+        }
+        let lanes = self.lanes.as_ref().expect("remote connections need lanes");
+        let _ = lanes
+            .delivery
+            .send_to(
+                connection.shard.index(),
+                DeliveryLane::Close { connection, reason },
+            )
+            .await;
+    }
+
+    pub(crate) async fn flush_persisted_at_owner(
+        &self,
+        connection: ConnectionId,
+        ack: OwnedAckTarget,
+    ) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        if let Some(failure) = service.failure.borrow().clone() {
+            let refusal = refuse(Reason::TxStoreFailure, failure);
+            let mut bytes = Vec::new();
+            reply::write_persisted_ack_for(
+                &mut bytes,
+                &ack.as_target(),
+                None,
+                Outcome::Failure(&refusal),
+            );
+            self.send_frames(connection, bytes, None).await;
+            return;
+        }
+        let sequence = service.journal.borrow().last_sequence();
+        if service.durable_up_to() >= sequence {
+            let mut bytes = Vec::new();
+            reply::write_persisted_ack_for(
+                &mut bytes,
+                &ack.as_target(),
+                service.durable_bookmark(),
+                Outcome::Success,
+            );
+            self.send_frames(connection, bytes, None).await;
+            return;
+        }
+        service.waiters.borrow_mut().push_back(Waiter {
+            sequence,
+            connection,
+            reply: WaiterReply::Flush { ack },
+        });
+    }
+
+    /// Appends a journaled message before it is routed. True: route it (its bookmark is set);
+    /// false: it is a duplicate or was refused (the publisher hears why).
+    pub(crate) async fn journal_append(
+        &self,
+        message: &mut PublishedMessage,
+        origin: &Origin,
+        kind: RecordKind,
+    ) -> bool {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        let publisher = origin.publisher();
+        if publisher.client_sequence != 0
+            && service
+                .journal
+                .borrow()
+                .publishers()
+                .is_duplicate(publisher)
+        {
+            // Already in the log (a publish store re-sending after a reconnect): not delivered
+            // again, acked once the original is durable.
+            debug!(connection = %origin.connection, sequence = publisher.client_sequence, "duplicate publish discarded");
+            if origin.persisted_ack {
+                let sequence = service.journal.borrow().last_sequence();
+                service.waiters.borrow_mut().push_back(Waiter {
+                    sequence,
+                    connection: origin.connection,
+                    reply: WaiterReply::Publish {
+                        client_sequence: publisher.client_sequence,
+                    },
+                });
+                if service.durable_up_to() >= sequence {
+                    self.on_durable(sequence).await;
+                }
+            }
+            return false;
+        }
+        let record = Record {
+            kind,
+            timestamp_ns: message.received_unix_ns,
+            topic: message.topic(),
+            publisher,
+            headers: record_headers(message),
+            payload: message.payload(),
+        };
+        let appended = loop {
+            let result = service.journal.borrow_mut().append(&record);
+            match result {
+                Err(JournalError::Backpressure { .. }) => {
+                    // The disk is behind: this publisher (and, through the bounded lanes, the
+                    // others) waits for a write to complete.
+                    self.submit_journal();
+                    glommio::timer::sleep(BACKPRESSURE_POLL_INTERVAL).await;
+                }
+                other => break other,
+            }
+        };
+        let sequence = match appended {
+            Ok(sequence) => sequence,
+            Err(error) => {
+                let refusal = refuse(Reason::TxStoreFailure, error.to_string());
+                warn!(connection = %origin.connection, topic = %String::from_utf8_lossy(message.topic()), "journal refused a message: {error}");
+                if matches!(error, JournalError::Failed { .. }) {
+                    self.on_journal_failure(error.to_string()).await;
+                }
+                self.refuse_persisted(origin, &refusal).await;
+                return false;
+            }
+        };
+        message.bookmark = Some(wire_bookmark(publisher.client_name_hash, sequence));
+        service
+            .shared
+            .last_sequence
+            .store(sequence, Ordering::Release);
+        service.undurable.borrow_mut().push_back(Undurable {
+            sequence,
+            message: message.clone(),
+            publisher,
+        });
+        if origin.persisted_ack {
+            service.waiters.borrow_mut().push_back(Waiter {
+                sequence,
+                connection: origin.connection,
+                reply: WaiterReply::Publish {
+                    client_sequence: publisher.client_sequence,
+                },
+            });
+        }
+        self.submit_journal();
+        true
+    }
+
+    /// Starts a write of what is buffered if none is in flight and wakes the completion task.
+    fn submit_journal(&self) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        // A failure is reported by the completion task's next poll.
+        if let Ok(true) = service.journal.borrow_mut().submit() {
+            service.submitted.notify();
+        }
+    }
+
+    /// A failed persisted ack for one publish (and nothing when it asked for none: the log says).
+    async fn refuse_persisted(&self, origin: &Origin, refusal: &Refusal) {
+        if !origin.persisted_ack {
+            return;
+        }
+        let mut bytes = Vec::new();
+        reply::write_persisted_ack(
+            &mut bytes,
+            origin.client_sequence,
+            Outcome::Failure(refusal),
+        );
+        self.send_frames(origin.connection, bytes, None).await;
+    }
+
+    /// The task that turns completed writes into persisted acks and durable deliveries.
+    pub(crate) fn spawn_journal_completions(self: &Rc<Self>) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let service = shard
+                .journal
+                .as_ref()
+                .expect("spawned on the journal's shard");
+            loop {
+                if service.failure.borrow().is_some() {
+                    return;
+                }
+                if !service.journal.borrow().write_in_flight() {
+                    service.submitted.notified().await;
+                    continue;
+                }
+                let polled = service.journal.borrow_mut().poll_completions();
+                match polled {
+                    Ok(Some(durable)) => shard.on_durable(durable.up_to).await,
+                    Ok(None) => glommio::timer::sleep(COMPLETION_POLL_INTERVAL).await,
+                    Err(error) => {
+                        shard.on_journal_failure(error.to_string()).await;
+                        return;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Everything up to `up_to` is durable: ack publishers, remember their sequences, and hand
+    /// the messages to live bookmark subscriptions.
+    pub(crate) async fn on_durable(&self, up_to: Sequence) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        service.shared.durable_up_to.store(up_to, Ordering::Release);
+        service
+            .durable_generation
+            .set(service.durable_generation.get() + 1);
+        let mut conflated: HashMap<ConnectionId, u64> = HashMap::new();
+        let mut flushes = Vec::new();
+        {
+            let mut waiters = service.waiters.borrow_mut();
+            while waiters
+                .front()
+                .is_some_and(|waiter| waiter.sequence <= up_to)
+            {
+                let waiter = waiters.pop_front().expect("checked");
+                match waiter.reply {
+                    WaiterReply::Publish { client_sequence } => {
+                        let entry = conflated.entry(waiter.connection).or_insert(0);
+                        *entry = (*entry).max(client_sequence);
+                    }
+                    WaiterReply::Flush { ack } => flushes.push((waiter.connection, ack)),
+                }
+            }
+        }
+        let mut durable = Vec::new();
+        {
+            let mut undurable = service.undurable.borrow_mut();
+            while undurable
+                .front()
+                .is_some_and(|entry| entry.sequence <= up_to)
+            {
+                let entry = undurable.pop_front().expect("checked");
+                service.note_persisted(entry.publisher);
+                durable.push((entry.sequence, entry.message));
+            }
+        }
+        for (connection, client_sequence) in conflated {
+            let mut bytes = Vec::with_capacity(64);
+            reply::write_persisted_ack(&mut bytes, client_sequence, Outcome::Success);
+            self.send_frames(connection, bytes, None).await;
+        }
+        for (connection, ack) in flushes {
+            let mut bytes = Vec::with_capacity(96);
+            reply::write_persisted_ack_for(
+                &mut bytes,
+                &ack.as_target(),
+                service.durable_bookmark(),
+                Outcome::Success,
+            );
+            self.send_frames(connection, bytes, None).await;
+        }
+        for (sequence, message) in durable {
+            self.route_durable(sequence, &message).await;
+        }
+    }
+
+    /// Delivers a message that just became durable to the live bookmark subscriptions.
+    async fn route_durable(&self, sequence: Sequence, message: &PublishedMessage) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        let mut deliveries = Vec::new();
+        {
+            let context = MessageContext {
+                topic: message.topic(),
+                correlation_id: message.correlation_id(),
+                ..MessageContext::default()
+            };
+            service.bookmark_router.borrow_mut().route(
+                message.topic(),
+                message.payload(),
+                &context,
+                &mut deliveries,
+            );
+        }
+        // Matched before any await: a replay that reads up to here and then joins the router
+        // gets the rest live and none of these twice.
+        service.routed_up_to.set(sequence);
+        for delivery in deliveries {
+            self.dispatch(delivery, message, None).await;
+        }
+    }
+
+    /// The journal failed: it takes no more writes; every waiting publisher hears it.
+    pub(crate) async fn on_journal_failure(&self, cause: String) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        if service.failure.borrow().is_some() {
+            return;
+        }
+        error!("transaction log failed, refusing journaled publishes until restart: {cause}");
+        *service.failure.borrow_mut() = Some(cause.clone());
+        service.shared.failed.store(true, Ordering::Release);
+        service
+            .durable_generation
+            .set(service.durable_generation.get() + 1);
+        let refusal = refuse(Reason::TxStoreFailure, cause);
+        let waiters: Vec<Waiter> = service.waiters.borrow_mut().drain(..).collect();
+        service.undurable.borrow_mut().clear();
+        let mut conflated: HashMap<ConnectionId, u64> = HashMap::new();
+        for waiter in waiters {
+            match waiter.reply {
+                WaiterReply::Publish { client_sequence } => {
+                    let entry = conflated.entry(waiter.connection).or_insert(0);
+                    *entry = (*entry).max(client_sequence);
+                }
+                WaiterReply::Flush { ack } => {
+                    let mut bytes = Vec::new();
+                    reply::write_persisted_ack_for(
+                        &mut bytes,
+                        &ack.as_target(),
+                        None,
+                        Outcome::Failure(&refusal),
+                    );
+                    self.send_frames(waiter.connection, bytes, None).await;
+                }
+            }
+        }
+        for (connection, client_sequence) in conflated {
+            let mut bytes = Vec::new();
+            reply::write_persisted_ack(&mut bytes, client_sequence, Outcome::Failure(&refusal));
+            self.send_frames(connection, bytes, None).await;
+        }
+    }
+
+    /// At shutdown: waits until everything appended is durable, so a clean stop loses nothing.
+    pub(crate) async fn drain_journal(&self) {
+        let Some(service) = self.journal.as_ref() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if service.failure.borrow().is_some() {
+                return;
+            }
+            let (last, durable) = {
+                let journal = service.journal.borrow();
+                (journal.last_sequence(), journal.durable_up_to())
+            };
+            if durable >= last {
+                info!(durable_up_to = durable, "transaction log drained");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                warn!(
+                    last,
+                    durable, "transaction log still writing at the shutdown deadline"
+                );
+                return;
+            }
+            self.submit_journal();
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
