@@ -93,6 +93,19 @@ pub struct JournalToml {
     /// Start even when durable data before the tail is damaged, dropping everything from the
     /// damage on (the log names file and offset). Off: such damage stops start-up.
     pub allow_truncate_corruption: bool,
+    /// Testing only: make one write+sync group fail, e.g.
+    /// `fault_injection = { operation = "sync", after_groups = 3 }`.
+    pub fault_injection: Option<FaultToml>,
+}
+
+/// `[journal] fault_injection`: a planned I/O failure, for testing the failure path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultToml {
+    /// `write` or `sync`.
+    pub operation: String,
+    /// Write groups that succeed first.
+    pub after_groups: u64,
 }
 
 impl Default for JournalToml {
@@ -108,6 +121,7 @@ impl Default for JournalToml {
             retention_max_age_seconds: None,
             retention_max_bytes: None,
             allow_truncate_corruption: false,
+            fault_injection: None,
         }
     }
 }
@@ -134,9 +148,20 @@ impl JournalToml {
             .collect()
     }
 
+    /// How old or large the journal may grow before whole segments are removed.
+    pub fn retention(&self) -> Option<tachyon_storage::journal::RetentionPolicy> {
+        if self.retention_max_age_seconds.is_none() && self.retention_max_bytes.is_none() {
+            return None;
+        }
+        Some(tachyon_storage::journal::RetentionPolicy {
+            max_age: self.retention_max_age_seconds.map(Duration::from_secs),
+            max_bytes: self.retention_max_bytes,
+        })
+    }
+
     /// The storage library's configuration.
     pub fn journal_config(&self) -> Result<tachyon_storage::journal::JournalConfig, ConfigError> {
-        use tachyon_storage::journal::{BackendChoice, JournalConfig};
+        use tachyon_storage::journal::{BackendChoice, FaultOperation, FaultPlan, JournalConfig};
         let backend = match self.backend.as_str() {
             "auto" => BackendChoice::Auto,
             "io_uring" => BackendChoice::Uring,
@@ -149,7 +174,25 @@ impl JournalToml {
                 })
             }
         };
+        let fault = match &self.fault_injection {
+            None => None,
+            Some(fault) => Some(FaultPlan {
+                operation: match fault.operation.as_str() {
+                    "write" => FaultOperation::Write,
+                    "sync" => FaultOperation::Sync,
+                    other => {
+                        return Err(ConfigError::Range {
+                            field: "journal.fault_injection.operation",
+                            value: format!("{other:?}"),
+                            rule: "\"write\" or \"sync\"",
+                        })
+                    }
+                },
+                after_groups: fault.after_groups,
+            }),
+        };
         Ok(JournalConfig {
+            fault,
             segment_size_bytes: self.segment_size_bytes,
             spare_segments: self.spare_segments,
             max_buffered_bytes: self.max_buffered_bytes,

@@ -647,7 +647,7 @@ async fn handle_frame(
                     .unsubscribe(connection.id, &sub_id, &previous.topic)
                     .await;
             }
-            debug!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), "bookmark subscription");
+            info!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), bookmark = %String::from_utf8_lossy(header.bytes(Key::Bookmark).unwrap_or_default()), "bookmark subscription");
             let subscription = BookmarkSubscription {
                 connection: connection.id,
                 sub_id,

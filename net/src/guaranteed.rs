@@ -480,6 +480,37 @@ impl Shard {
         }
     }
 
+    /// Removes segments past the retention limits, never one a replay may still read or one
+    /// holding anything not yet durable.
+    pub(crate) fn apply_journal_retention(&self) {
+        let Some(service) = self.journal.as_ref() else {
+            return;
+        };
+        let Some(policy) = self.config.journal.retention() else {
+            return;
+        };
+        if service.failure.borrow().is_some() || !service.replays.borrow().is_empty() {
+            return;
+        }
+        let protect_from = service.durable_up_to() + 1;
+        let now_unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(0);
+        let applied =
+            service
+                .journal
+                .borrow_mut()
+                .apply_retention(&policy, protect_from, now_unix_ns);
+        match applied {
+            Ok(report) if report.removed_segments > 0 => {
+                info!(removed_segments = report.removed_segments, removed_bytes = report.removed_bytes, first_sequence_kept = ?report.first_sequence_kept, "journal retention applied");
+            }
+            Ok(_) => {}
+            Err(error) => warn!("journal retention failed: {error}"),
+        }
+    }
+
     /// At shutdown: waits until everything appended is durable, so a clean stop loses nothing.
     pub(crate) async fn drain_journal(&self) {
         let Some(service) = self.journal.as_ref() else {

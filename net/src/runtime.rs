@@ -29,6 +29,9 @@ use tracing::{error, info, warn};
 /// How often a shard checks heartbeats, logon deadlines and the stop flag.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How often the journal's shard applies the retention limits.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long a stopping shard waits for its connections to drain before it exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -235,7 +238,7 @@ async fn run_shard(
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     journal_shared: Arc<JournalShared>,
 ) {
-    let listener = match TcpListener::bind(address) {
+    let listener = match bind_shard_listener(address) {
         Ok(listener) => listener,
         Err(error) => {
             let _ = ready.send((
@@ -303,6 +306,7 @@ async fn run_shard(
         })
     };
     let _ = ready.send((id.index(), Ok(())));
+    let mut next_retention = Instant::now() + RETENTION_INTERVAL;
     while !shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
         let now = Instant::now();
@@ -311,6 +315,10 @@ async fn run_shard(
         }
         shard.expire_sow().await;
         shard.snapshot_sow(false);
+        if Instant::now() >= next_retention {
+            next_retention = Instant::now() + RETENTION_INTERVAL;
+            shard.apply_journal_retention();
+        }
     }
     acceptor.cancel().await;
     let connections = shard.connections();
@@ -329,6 +337,30 @@ async fn run_shard(
     shard.drain_journal().await;
     shard.snapshot_sow(true);
     drop(receivers);
+}
+
+/// Connections waiting to be accepted per shard.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A shard's listener: SO_REUSEPORT so every shard accepts on the port, and SO_REUSEADDR so the
+/// connections it accepts leave TIME_WAIT entries that do not block a restart on the same port
+/// (Linux refuses the bind while a TIME_WAIT socket without SO_REUSEADDR holds the address).
+fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: a fresh listening socket whose ownership moves to the glommio listener.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// Records recovered between progress lines while a long journal is scanned.

@@ -1,0 +1,92 @@
+"""Crash safety: a guaranteed publisher keeps publishing while the server is killed with SIGKILL
+and restarted several times. Afterwards every message is in the transaction log exactly once,
+replay delivers them in publish order, and `tachyon journal verify` finds the log clean.
+
+The publisher is the real HAClient with its memory publish store: it re-sends whatever it had
+not seen persisted, and the server must discard what it already had (the logon ack's bookmark
+and the publisher table rebuilt by recovery)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import AMPS
+import pytest
+
+from conftest import BIN, unique_name
+from support import Collector, run_with_deadline
+from test_journal import JOURNAL_TOML, first_server, restart
+
+KILLS = 4
+
+
+@pytest.mark.hard_timeout(240)
+def test_kill_9_under_load_loses_and_duplicates_nothing(tmp_path):
+    workdir = tmp_path / "crash"
+    workdir.mkdir()
+    server = first_server(workdir, JOURNAL_TOML)
+    port = server.port
+    publisher = AMPS.HAClient(unique_name("crash-pub"))
+    chooser = AMPS.DefaultServerChooser()
+    chooser.add(server.uri)
+    publisher.set_server_chooser(chooser)
+    publisher.connect_and_logon()
+    stop = threading.Event()
+    published = [0]
+    errors: list[BaseException] = []
+
+    def publish():
+        try:
+            while not stop.is_set():
+                publisher.publish("orders", json.dumps({"i": published[0], "pad": "x" * 100}))
+                published[0] += 1
+                if published[0] % 50 == 0:
+                    time.sleep(0.002)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    rng = random.Random(20261122)
+    try:
+        for kill in range(KILLS):
+            time.sleep(rng.uniform(0.3, 1.0))
+            before = published[0]
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(10)
+            server.stop()  # closes the log files; the process is already gone
+            server = restart(workdir, port)
+            assert published[0] > before or kill == 0 or errors, "the publisher is not making progress"
+        time.sleep(0.5)
+        stop.set()
+        thread.join(30)
+        assert not errors, errors
+        run_with_deadline(lambda: publisher.publish_flush(60000), 70, "publish_flush after the kills")
+        total = published[0]
+        assert total > 1000, f"only {total} messages were published"
+        print(f"{total} messages published across {KILLS} kill -9 restarts")
+
+        reader = AMPS.Client(unique_name("crash-reader"))
+        reader.connect(server.uri)
+        reader.logon(5000)
+        got = Collector("replay")
+        reader.bookmark_subscribe(got, "orders", "0", timeout=10000)
+        got.wait_count(total, 60)
+        time.sleep(0.5)
+        numbers = [json.loads(g.data)["i"] for g in got.publishes()]
+        assert len(numbers) == total, f"{len(numbers)} replayed for {total} published"
+        assert numbers == list(range(total)), "every message exactly once, in publish order"
+        reader.disconnect()
+    finally:
+        stop.set()
+        publisher.disconnect()
+        rc, _ = server.stop()
+    assert rc == 0
+    verify = subprocess.run([str(BIN), "journal", "verify", str(server.data_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
