@@ -604,23 +604,33 @@ async fn handle_frame(
                 refuse(shard, connection, &target, &refused);
                 return Ok(());
             }
+            let journaled = shard.journaled.contains(&topic);
+            let origin = Origin {
+                connection: connection.id,
+                client_name_hash: connection.name_hash.get(),
+                client_sequence: header
+                    .get(Key::Sequence)
+                    .and_then(|value| value.as_u64())
+                    .unwrap_or(0),
+                persisted_ack: target.acks.contains(AckType::Persisted),
+            };
             let request = crate::mesh::SowDeleteRequest {
                 topic,
                 by,
                 key,
                 data,
+                filter_text: header
+                    .get(Key::Filter)
+                    .map(|filter| Box::from(&*filter.to_bytes())),
                 ack: OwnedAckTarget::new(&target),
+                origin,
             };
             shard.sow_delete(connection.id, request).await;
-            if target.acks.contains(AckType::Persisted) {
-                // SOW deletes are not journaled yet: acked once carried out, like unjournaled
-                // publishes, so a publish store drains.
-                let sequence = header
-                    .get(Key::Sequence)
-                    .and_then(|value| value.as_u64())
-                    .unwrap_or(0);
+            if origin.persisted_ack && !journaled {
+                // Not journaled: carried out is as persisted as it gets (a publish store would
+                // otherwise never drain). Journaled deletes are acked once durable.
                 connection.send_inline(shard, |buffer| {
-                    reply::write_persisted_ack(buffer, sequence, Outcome::Success)
+                    reply::write_persisted_ack(buffer, origin.client_sequence, Outcome::Success)
                 });
             }
             return Ok(());

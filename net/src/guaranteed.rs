@@ -12,7 +12,7 @@
 
 use crate::connection::CloseReason;
 use crate::journal::{
-    record_headers, wire_bookmark, LogonVerdict, Origin, Undurable, Waiter, WaiterReply,
+    wire_bookmark, LogonVerdict, Origin, RecordHeaders, Undurable, Waiter, WaiterReply,
 };
 use crate::mesh::{DeliveryLane, PublishLane};
 use crate::shard::Shard;
@@ -33,6 +33,17 @@ const COMPLETION_POLL_INTERVAL: Duration = Duration::from_micros(10);
 
 /// Sleep of a publisher waiting for the disk to catch up (append buffer full).
 const BACKPRESSURE_POLL_INTERVAL: Duration = Duration::from_micros(50);
+
+/// What the journal made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// In the log (not yet durable): go on and route or apply it.
+    Appended,
+    /// Already in the log: do nothing again; its persisted ack follows the original's.
+    Duplicate,
+    /// The log refused it; the publisher got a failed persisted ack.
+    Refused,
+}
 
 impl Shard {
     // ---- on the connection's shard --------------------------------------------------------
@@ -198,14 +209,15 @@ impl Shard {
         });
     }
 
-    /// Appends a journaled message before it is routed. True: route it (its bookmark is set);
-    /// false: it is a duplicate or was refused (the publisher hears why).
+    /// Appends a journaled message before it is routed or applied: `Appended` (its bookmark is
+    /// set), or a duplicate or refusal (the publisher hears about either through its acks).
     pub(crate) async fn journal_append(
         &self,
         message: &mut PublishedMessage,
         origin: &Origin,
         kind: RecordKind,
-    ) -> bool {
+        extra: RecordHeaders<'_>,
+    ) -> Admission {
         let service = self
             .journal
             .as_ref()
@@ -234,14 +246,20 @@ impl Shard {
                     self.on_durable(sequence).await;
                 }
             }
-            return false;
+            return Admission::Duplicate;
         }
+        let mut headers = service.headers_scratch.take();
+        RecordHeaders {
+            correlation_id: message.correlation_id(),
+            ..extra
+        }
+        .encode(&mut headers);
         let record = Record {
             kind,
             timestamp_ns: message.received_unix_ns,
             topic: message.topic(),
             publisher,
-            headers: record_headers(message),
+            headers: &headers,
             payload: message.payload(),
         };
         let appended = loop {
@@ -256,6 +274,7 @@ impl Shard {
                 other => break other,
             }
         };
+        *service.headers_scratch.borrow_mut() = headers;
         let sequence = match appended {
             Ok(sequence) => sequence,
             Err(error) => {
@@ -265,7 +284,7 @@ impl Shard {
                     self.on_journal_failure(error.to_string()).await;
                 }
                 self.refuse_persisted(origin, &refusal).await;
-                return false;
+                return Admission::Refused;
             }
         };
         message.bookmark = Some(wire_bookmark(publisher.client_name_hash, sequence));
@@ -277,6 +296,7 @@ impl Shard {
             sequence,
             message: message.clone(),
             publisher,
+            deliverable: kind != RecordKind::SowDelete,
         });
         if origin.persisted_ack {
             service.waiters.borrow_mut().push_back(Waiter {
@@ -288,7 +308,7 @@ impl Shard {
             });
         }
         self.submit_journal();
-        true
+        Admission::Appended
     }
 
     /// Starts a write of what is buffered if none is in flight and wakes the completion task.
@@ -385,7 +405,7 @@ impl Shard {
             {
                 let entry = undurable.pop_front().expect("checked");
                 service.note_persisted(entry.publisher);
-                durable.push((entry.sequence, entry.message));
+                durable.push((entry.sequence, entry.message, entry.deliverable));
             }
         }
         for (connection, client_sequence) in conflated {
@@ -403,8 +423,12 @@ impl Shard {
             );
             self.send_frames(connection, bytes, None).await;
         }
-        for (sequence, message) in durable {
-            self.route_durable(sequence, &message).await;
+        for (sequence, message, deliverable) in durable {
+            if deliverable {
+                self.route_durable(sequence, &message).await;
+            } else {
+                service.routed_up_to.set(sequence);
+            }
         }
     }
 

@@ -141,6 +141,8 @@ pub(crate) struct Undurable {
     pub sequence: Sequence,
     pub message: PublishedMessage,
     pub publisher: Publisher,
+    /// Whether bookmark subscriptions get it once durable (messages yes, SOW deletes no).
+    pub deliverable: bool,
 }
 
 /// Who holds a client name.
@@ -184,6 +186,8 @@ pub(crate) struct JournalService {
     pub replays: RefCell<HashMap<(ConnectionId, SubId), std::rc::Rc<Cell<bool>>>>,
     /// The failure that poisoned the journal, as clients and logs see it.
     pub failure: RefCell<Option<String>>,
+    /// Reused buffer for encoding [`RecordHeaders`].
+    pub headers_scratch: RefCell<Vec<u8>>,
 }
 
 impl JournalService {
@@ -212,6 +216,7 @@ impl JournalService {
             durable_generation: Cell::new(0),
             replays: RefCell::new(HashMap::new()),
             failure: RefCell::new(None),
+            headers_scratch: RefCell::new(Vec::with_capacity(256)),
         }
     }
 
@@ -306,9 +311,79 @@ pub(crate) fn wire_bookmark(client_name_hash: u64, sequence: Sequence) -> WireBo
     }
 }
 
-/// The opaque headers stored with a journaled message: its correlation id, verbatim.
-pub(crate) fn record_headers(message: &PublishedMessage) -> &[u8] {
-    message.correlation_id().unwrap_or_default()
+/// What the server keeps of a journaled command besides topic and payload, so that replay and
+/// SOW rebuild can redo it: stored in the record's opaque headers as tag, 2-byte little-endian
+/// length, bytes; unknown tags are skipped so later versions can add fields.
+///
+/// | tag | field                                                          |
+/// | --: | -------------------------------------------------------------- |
+/// |   1 | correlation id `x`, verbatim                                   |
+/// |   2 | SOW key `k` given in the header                                |
+/// |   3 | expiration `e` in seconds, 8 bytes little-endian               |
+/// |   4 | what a `sow_delete` selects: `f` filter, `k` sow_keys, `d` data |
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeaders<'a> {
+    pub correlation_id: Option<&'a [u8]>,
+    pub sow_key: Option<&'a [u8]>,
+    pub expiration_seconds: Option<u64>,
+    pub delete_by: Option<u8>,
+}
+
+const TAG_CORRELATION_ID: u8 = 1;
+const TAG_SOW_KEY: u8 = 2;
+const TAG_EXPIRATION: u8 = 3;
+const TAG_DELETE_BY: u8 = 4;
+
+/// Largest header field (the length is 16 bits).
+pub(crate) const RECORD_HEADER_FIELD_BYTES_MAX: usize = u16::MAX as usize;
+
+impl<'a> RecordHeaders<'a> {
+    /// Appends the encoded fields to `out` (cleared first).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let mut field = |tag: u8, bytes: &[u8]| {
+            assert!(bytes.len() <= RECORD_HEADER_FIELD_BYTES_MAX);
+            out.push(tag);
+            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        if let Some(correlation_id) = self.correlation_id {
+            field(TAG_CORRELATION_ID, correlation_id);
+        }
+        if let Some(key) = self.sow_key {
+            field(TAG_SOW_KEY, key);
+        }
+        if let Some(seconds) = self.expiration_seconds {
+            field(TAG_EXPIRATION, &seconds.to_le_bytes());
+        }
+        if let Some(by) = self.delete_by {
+            field(TAG_DELETE_BY, &[by]);
+        }
+    }
+
+    /// Reads encoded fields; `None` when the bytes are not a valid encoding.
+    pub(crate) fn decode(mut bytes: &'a [u8]) -> Option<RecordHeaders<'a>> {
+        let mut headers = RecordHeaders::default();
+        while !bytes.is_empty() {
+            if bytes.len() < 3 {
+                return None;
+            }
+            let tag = bytes[0];
+            let length = u16::from_le_bytes([bytes[1], bytes[2]]) as usize;
+            let value = bytes.get(3..3 + length)?;
+            match tag {
+                TAG_CORRELATION_ID => headers.correlation_id = Some(value),
+                TAG_SOW_KEY => headers.sow_key = Some(value),
+                TAG_EXPIRATION => {
+                    headers.expiration_seconds = Some(u64::from_le_bytes(value.try_into().ok()?))
+                }
+                TAG_DELETE_BY => headers.delete_by = Some(*value.first()?),
+                _ => {}
+            }
+            bytes = &bytes[3 + length..];
+        }
+        Some(headers)
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +412,32 @@ mod tests {
         assert!(topics.may_serve(&TopicSpec::parse(b"orders").unwrap()));
         assert!(!topics.may_serve(&TopicSpec::parse(b"quotes").unwrap()));
         assert!(!JournaledTopics::new(Vec::new()).contains(b"orders"));
+    }
+
+    #[test]
+    fn record_headers_round_trip_and_reject_truncation() {
+        let headers = RecordHeaders {
+            correlation_id: Some(b"corr"),
+            sow_key: Some(b"k-1"),
+            expiration_seconds: Some(30),
+            delete_by: Some(b'f'),
+        };
+        let mut bytes = Vec::new();
+        headers.encode(&mut bytes);
+        assert_eq!(RecordHeaders::decode(&bytes), Some(headers));
+        assert_eq!(RecordHeaders::decode(&[]), Some(RecordHeaders::default()));
+        for cut in 1..bytes.len() {
+            assert_ne!(
+                RecordHeaders::decode(&bytes[..cut]),
+                Some(headers),
+                "cut {cut}"
+            );
+        }
+        let unknown = [9u8, 1, 0, b'z', 1, 1, 0, b'x'];
+        assert_eq!(
+            RecordHeaders::decode(&unknown).unwrap().correlation_id,
+            Some(&b"x"[..])
+        );
     }
 
     #[test]

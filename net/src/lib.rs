@@ -6,6 +6,7 @@
 //! nothing: they talk over the bounded channels of the `mesh`. `outbound` is a connection's
 //! bounded send queue, written with vectored sends so payloads are never copied.
 
+pub mod admin;
 pub mod config;
 mod connection;
 mod guaranteed;
@@ -20,6 +21,7 @@ mod replay;
 pub mod runtime;
 mod shard;
 pub mod sow;
+mod sow_recovery;
 pub mod stats;
 
 pub use config::{Config, ConfigError, TopicRouting};

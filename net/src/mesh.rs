@@ -104,7 +104,11 @@ pub(crate) struct SowDeleteRequest {
     pub key: Option<Box<[u8]>>,
     /// The command's payload (delete by data).
     pub data: Bytes,
+    /// The filter text (delete by filter), kept for the journal.
+    pub filter_text: Option<Box<[u8]>>,
     pub ack: OwnedAckTarget,
+    /// Who asked, for the journal and its persisted ack.
+    pub origin: Origin,
 }
 
 /// Control lane traffic.

@@ -11,7 +11,7 @@
 //! connection's queue is below half its budget, so history never turns a healthy client into a
 //! slow consumer.
 
-use crate::journal::wire_bookmark;
+use crate::journal::{wire_bookmark, RecordHeaders};
 use crate::mesh::{ControlLane, DeliveryLane};
 use crate::shard::Shard;
 use std::cell::Cell;
@@ -25,7 +25,7 @@ use tachyon_core::protocol::AckType;
 use tachyon_core::router::{DeliveryOptions, Router};
 use tachyon_core::session::{refuse, OwnedAckTarget, Reason};
 use tachyon_core::topic::TopicSpec;
-use tachyon_storage::journal::{JournalReader, ReplayStart, Sequence};
+use tachyon_storage::journal::{JournalReader, RecordKind, ReplayStart, Sequence};
 use tracing::{debug, info, warn};
 
 /// Bytes of replayed frames sent to a connection at a time.
@@ -317,9 +317,11 @@ impl Shard {
                     finished = true;
                     break;
                 }
-                if subscription.topic.matches(record.topic) {
+                if record.kind != RecordKind::SowDelete && subscription.topic.matches(record.topic)
+                {
                     deliveries.clear();
-                    let correlation_id = (!record.headers.is_empty()).then_some(record.headers);
+                    let correlation_id = RecordHeaders::decode(record.headers)
+                        .and_then(|headers| headers.correlation_id);
                     let context = MessageContext {
                         topic: record.topic,
                         correlation_id,

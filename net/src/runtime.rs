@@ -284,7 +284,10 @@ async fn run_shard(
     if shard.journal.is_some() {
         shard.spawn_journal_completions();
     }
-    if let Err(message) = shard.load_sow() {
+    if let Err(message) = shard
+        .load_sow()
+        .and_then(|()| shard.rebuild_sow_from_journal())
+    {
         let _ = ready.send((id.index(), Err(message)));
         return;
     }

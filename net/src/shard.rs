@@ -9,7 +9,10 @@
 
 use crate::config::{Config, TopicRouting};
 use crate::connection::Connection;
-use crate::journal::{JournalService, JournalShared, JournaledTopics, LogonVerdict, Origin};
+use crate::guaranteed::Admission;
+use crate::journal::{
+    JournalService, JournalShared, JournaledTopics, LogonVerdict, Origin, RecordHeaders,
+};
 use crate::mesh::{ControlLane, DeliveryLane, LaneReceivers, LaneSenders, PublishLane, ReplyToken};
 use crate::stats::ShardStats;
 use std::cell::{Cell, RefCell};
@@ -225,9 +228,15 @@ impl Shard {
     pub(crate) async fn route(&self, mut message: PublishedMessage, origin: &Origin) {
         if self.journal.is_some()
             && self.journaled.contains(message.topic())
-            && !self
-                .journal_append(&mut message, origin, RecordKind::Publish)
+            && self
+                .journal_append(
+                    &mut message,
+                    origin,
+                    RecordKind::Publish,
+                    RecordHeaders::default(),
+                )
                 .await
+                != Admission::Appended
         {
             return;
         }

@@ -20,7 +20,8 @@
 //! written and fsynced on a helper thread), and loaded at start-up. A `kill -9` loses the changes
 //! made since the last snapshot.
 
-use crate::journal::Origin;
+use crate::guaranteed::Admission;
+use crate::journal::{Origin, RecordHeaders};
 use crate::mesh::{DeliveryLane, PublishLane, ReplyToken, SowDeleteRequest, SowPublishInfo};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -104,9 +105,9 @@ pub(crate) struct SowState {
     /// Every SOW topic's key check.
     checks: RefCell<HashMap<Box<[u8]>, KeyCheck>>,
     /// The topics this shard owns.
-    topics: RefCell<HashMap<Box<[u8]>, SowTopic>>,
+    pub(crate) topics: RefCell<HashMap<Box<[u8]>, SowTopic>>,
     /// Owned persistent topics changed since their last snapshot.
-    dirty: RefCell<HashSet<Box<[u8]>>>,
+    pub(crate) dirty: RefCell<HashSet<Box<[u8]>>>,
     key_scratch: RefCell<Vec<u8>>,
     writer: RefCell<Option<std::thread::JoinHandle<()>>>,
     last_snapshot: Cell<Option<Instant>>,
@@ -296,7 +297,12 @@ impl Shard {
             } else {
                 RecordKind::Publish
             };
-            if !self.journal_append(&mut message, origin, kind).await {
+            let extra = RecordHeaders {
+                sow_key: info.key.as_deref(),
+                expiration_seconds: info.expiration.map(|expiration| expiration.as_secs()),
+                ..RecordHeaders::default()
+            };
+            if self.journal_append(&mut message, origin, kind, extra).await != Admission::Appended {
                 return Ok(());
             }
         }
@@ -613,6 +619,31 @@ impl Shard {
     /// when asked, and always the stats ack the Python client waits for).
     pub(crate) async fn run_sow_delete(&self, request: &SowDeleteRequest) -> Vec<u8> {
         let target = request.ack.as_target();
+        if self.journal.is_some() && self.journaled.contains(&request.topic) {
+            let mut out = Vec::new();
+            match self.journal_sow_delete(request).await {
+                Admission::Appended => {}
+                Admission::Duplicate => {
+                    // Carried out when it was first received.
+                    let stats = SowAckStats::delete(0, 0);
+                    if target.acks.contains(AckType::Processed) {
+                        sow_reply::write_stats_ack(&mut out, AckType::Processed, &target, &stats);
+                    }
+                    sow_reply::write_stats_ack(&mut out, AckType::Stats, &target, &stats);
+                    return out;
+                }
+                Admission::Refused => {
+                    let refused = refuse(
+                        Reason::TxStoreFailure,
+                        "the transaction log did not take the delete",
+                    );
+                    for ack in [AckType::Processed, AckType::Stats] {
+                        reply::write_ack(&mut out, ack, &target, Outcome::Failure(&refused));
+                    }
+                    return out;
+                }
+            }
+        }
         let outcome = {
             let mut topics = self.sow.topics.borrow_mut();
             let topic = topics
@@ -650,6 +681,25 @@ impl Shard {
             }
         }
         out
+    }
+
+    /// Journals a `sow_delete` before it is carried out; false if the journal refused it (a
+    /// duplicate `s` is not carried out twice either).
+    async fn journal_sow_delete(&self, request: &SowDeleteRequest) -> Admission {
+        let (by, selector): (u8, &[u8]) = match &request.by {
+            SowDeleteBy::Filter(_) => (b'f', request.filter_text.as_deref().unwrap_or_default()),
+            SowDeleteBy::Keys(keys) => (b'k', keys),
+            SowDeleteBy::Data => (b'd', &request.data),
+        };
+        let mut message =
+            PublishedMessage::synthetic(&request.topic, None, selector, unix_now_ns(), None);
+        let extra = RecordHeaders {
+            sow_key: request.key.as_deref(),
+            delete_by: Some(by),
+            ..RecordHeaders::default()
+        };
+        self.journal_append(&mut message, &request.origin, RecordKind::SowDelete, extra)
+            .await
     }
 
     /// Removes the owned topics' expired records and sends `oof` with reason `expired`.
@@ -700,6 +750,9 @@ impl Shard {
             let _ = handle.join();
         }
         self.sow.last_snapshot.set(Some(Instant::now()));
+        // Everything durable now is in the snapshot; what is appended but not durable may be
+        // too, and is replayed again after a crash (harmless, see sow_recovery).
+        let journal_point = self.journal.as_ref().map(|service| service.durable_up_to());
         let dirty: Vec<Box<[u8]>> = self.sow.dirty.borrow_mut().drain().collect();
         let mut jobs = Vec::new();
         {
@@ -722,7 +775,16 @@ impl Shard {
         }
         let write = move || {
             for (topic, records, path, bytes) in jobs {
-                match write_atomically(&path, &bytes) {
+                let written = write_atomically(&path, &bytes).and_then(|()| match journal_point {
+                    // Written after the snapshot: a crash in between leaves the older, lower
+                    // point, which only replays more.
+                    Some(point) => write_atomically(
+                        &crate::sow_recovery::journal_point_path(&path),
+                        point.to_string().as_bytes(),
+                    ),
+                    None => Ok(()),
+                });
+                match written {
                     Ok(()) => {
                         debug!(%topic, records, path = %path.display(), "SOW snapshot written")
                     }

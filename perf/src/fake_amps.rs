@@ -4,6 +4,11 @@
 //! client is exercised end to end without the real server. Of a subscription's content filter it
 //! honours only a trailing `/k = 'NN'` (the benchmark's key predicate), by looking for `"k":"NN"`
 //! in the payload; it parses nothing else.
+//!
+//! A publish with `"a":"persisted"` gets the conflated persisted ack of protocol reference §10,
+//! `{"c":"ack","a":"persisted","s":N,"status":"success"}`, after every
+//! [`FakeOptions::persisted_ack_every`]-th such publish of its connection (so the last few may
+//! never be acked, on purpose), and a failure ack for each one on a topic containing `refused`.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,6 +37,21 @@ fn key_needle(filter: &[u8]) -> Option<Vec<u8>> {
     Some(format!(r#""k":"{key}""#).into_bytes())
 }
 
+/// How the fake answers.
+#[derive(Clone, Copy, Debug)]
+pub struct FakeOptions {
+    /// Persisted acks go out after every this-many publishes asking for one (per connection).
+    pub persisted_ack_every: u64,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        Self {
+            persisted_ack_every: 1,
+        }
+    }
+}
+
 /// A running fake broker on a loopback port; stops on drop.
 pub struct FakeAmps {
     /// Where clients connect.
@@ -41,8 +61,13 @@ pub struct FakeAmps {
 }
 
 impl FakeAmps {
-    /// Binds a loopback port and starts accepting.
+    /// Binds a loopback port and starts accepting, with the default options.
     pub fn start() -> Self {
+        Self::start_with(FakeOptions::default())
+    }
+
+    /// Binds a loopback port and starts accepting.
+    pub fn start_with(options: FakeOptions) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let address = listener.local_addr().expect("address");
@@ -57,8 +82,9 @@ impl FakeAmps {
                         Ok((stream, _)) => {
                             let stop = Arc::clone(&stop);
                             let subscriptions = Arc::clone(&subscriptions);
-                            connections
-                                .push(thread::spawn(move || serve(stream, &stop, &subscriptions)));
+                            connections.push(thread::spawn(move || {
+                                serve(stream, &stop, &subscriptions, options)
+                            }));
                         }
                         Err(_) => thread::sleep(Duration::from_millis(1)),
                     }
@@ -86,7 +112,12 @@ impl Drop for FakeAmps {
 }
 
 /// Serves one client connection until it closes or the fake stops.
-fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscription>>) {
+fn serve(
+    stream: TcpStream,
+    stop: &AtomicBool,
+    subscriptions: &Mutex<Vec<Subscription>>,
+    options: FakeOptions,
+) {
     stream.set_nonblocking(false).expect("blocking");
     stream.set_nodelay(true).expect("nodelay");
     stream
@@ -94,6 +125,7 @@ fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscri
         .expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = FrameReader::new(stream);
+    let mut persisted_publishes = 0u64;
     while !stop.load(Ordering::Acquire) {
         let frame = match reader.next_frame() {
             Ok(Received::Message(frame)) => frame.to_vec(),
@@ -129,6 +161,24 @@ fn serve(stream: TcpStream, stop: &AtomicBool, subscriptions: &Mutex<Vec<Subscri
             }
             b"p" | b"publish" => {
                 let topic = field("t");
+                if field("a") == b"persisted" {
+                    persisted_publishes += 1;
+                    let sequence = String::from_utf8_lossy(&field("s")).into_owned();
+                    let ack = if topic.windows(7).any(|window| window == b"refused") {
+                        format!(
+                            r#"{{"c":"ack","a":"persisted","s":{sequence},"status":"failure","reason":"refused by the fake"}}"#
+                        )
+                    } else if persisted_publishes % options.persisted_ack_every == 0 {
+                        format!(
+                            r#"{{"c":"ack","a":"persisted","s":{sequence},"status":"success"}}"#
+                        )
+                    } else {
+                        String::new()
+                    };
+                    if !ack.is_empty() {
+                        let _ = writer.write_all(&encode_frame(ack.as_bytes(), b""));
+                    }
+                }
                 for subscription in subscriptions
                     .lock()
                     .expect("lock")

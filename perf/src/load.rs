@@ -48,14 +48,14 @@ pub const FILTER_SHARED_PREDICATES: &str =
     "/sym = 'IBM' AND /px > 100 AND /side = 'B' AND /qty >= 100";
 /// Time between setting up the threads and the first scheduled send, so every thread is
 /// running (and pinned) before the clock starts.
-const START_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const START_DELAY: Duration = Duration::from_millis(50);
 /// Waits longer than this are slept instead of spun (a sleep here costs tens of µs of wake-up
 /// latency, so only long gaps, i.e. low rates, use it).
 const SLEEP_THRESHOLD: Duration = Duration::from_millis(2);
 /// How much earlier than the target a sleep ends, to absorb the wake-up delay.
 const SLEEP_MARGIN: Duration = Duration::from_millis(1);
 /// How long to connect and complete logon/subscribe.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bits of a sequence number that count messages within one publisher; the bits above say which
 /// publisher sent it.
 const PUBLISHER_SEQ_BITS: u32 = 40;
@@ -157,7 +157,8 @@ impl LoadConfig {
         (u128::from(instant) * 1_000_000_000 / u128::from(self.rate_per_second)) as u64
     }
 
-    fn warmup_ns(&self) -> u64 {
+    /// End of the warm-up, in ns after the start: messages scheduled earlier are not recorded.
+    pub(crate) fn warmup_ns(&self) -> u64 {
         self.warmup.as_nanos() as u64
     }
 
@@ -222,6 +223,9 @@ pub struct LoadResult {
     pub healthy_subscribers: usize,
     /// Problems that make the result suspect (pinning failed, connection lost, ...).
     pub problems: Vec<String>,
+    /// Broken promises of the server (a failed or missing persisted ack): the figures are kept
+    /// but the measurement counts as failed.
+    pub errors: Vec<String>,
 }
 
 /// The publishing side of a connection, whichever protocol it speaks.
@@ -622,11 +626,12 @@ fn summarise(
         slow,
         healthy_subscribers: subscribed.len(),
         problems,
+        errors: Vec::new(),
     }
 }
 
 /// Pins the calling thread when a core is given; true when no pinning was asked for or it worked.
-fn pin_current_thread(core: Option<usize>) -> bool {
+pub(crate) fn pin_current_thread(core: Option<usize>) -> bool {
     core.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }))
 }
 
@@ -730,7 +735,7 @@ fn wait_for_window(shared: &Shared, window: u64, start: Instant, end: Instant) -
 /// subscribers, and yielding lets a just-woken subscriber run at once instead of waiting for the
 /// publisher's time slice to end. Long waits (low rates) sleep most of the gap.
 #[inline]
-fn wait_until(target: Instant) -> Instant {
+pub(crate) fn wait_until(target: Instant) -> Instant {
     loop {
         let now = Instant::now();
         if now >= target {
@@ -918,6 +923,7 @@ mod tests {
             nats_binary: "unused".into(),
             relay_binary: None,
             server_core: None,
+            journal_dir: "unused".into(),
         }
     }
 
@@ -1102,6 +1108,7 @@ mod tests {
             nats_binary,
             relay_binary: None,
             server_core: None,
+            journal_dir: "unused".into(),
         };
         let system = systems::start(SystemKind::Nats, &options).unwrap();
         let config = small_config();

@@ -3,7 +3,8 @@
 //! `latency` runs an open-loop, coordinated-omission-correct latency probe against every
 //! requested system × rate × payload size in one invocation, so the ratios between systems come
 //! from the same conditions on a noisy machine. `scenario` runs the named scenarios (pub/sub
-//! fan-out, filtered fan-out, throughput, slow subscriber, SOW queries; see `scenario.rs`). Both
+//! fan-out, filtered fan-out, throughput, slow subscriber, persisted acks, SOW queries; see
+//! `scenario.rs`). Both
 //! start and stop each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
 //! `journal` measures the transaction log on this machine's disk (see `journal.rs`).
 
@@ -15,6 +16,7 @@ mod load;
 mod nats;
 mod noise;
 mod payload;
+mod persisted;
 mod relay;
 mod report;
 mod scenario;
@@ -31,7 +33,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::load::LoadConfig;
 use crate::report::{Combination, CombinationResult, Environment, RunReport};
-use crate::scenario::Planned;
+use crate::scenario::{Planned, Probe};
 use crate::systems::{ServerParams, SystemKind, SystemOptions};
 
 #[derive(Parser)]
@@ -119,6 +121,10 @@ struct CommonArgs {
     /// benchmark's scheduling group, which handicaps it under background load).
     #[arg(long)]
     relay_thread: bool,
+    /// Where a Tachyon with a transaction log (persisted-ack scenario) keeps its data: a fresh
+    /// subdirectory per run, removed afterwards; must be on the disk under test, not tmpfs.
+    #[arg(long, default_value = "target")]
+    journal_dir: PathBuf,
     /// Pin nothing (let the scheduler place every thread).
     #[arg(long, conflicts_with_all = ["server_core", "pub_core", "sub_core"])]
     no_pin: bool,
@@ -153,7 +159,8 @@ struct ScenarioArgs {
     names: Vec<String>,
     #[command(flatten)]
     common: CommonArgs,
-    /// Override every open-loop scenario's rate (msg/s) [pubsub 5000, filtered 2000, slow 5000].
+    /// Override every open-loop scenario's rate (msg/s) [pubsub 5000, filtered 2000, slow 5000,
+    /// persisted-ack 1000,10000,50000].
     #[arg(long)]
     rate: Option<u64>,
     /// Override the pubsub scenario's sizes [default: 128,1024,16384; smoke: 128].
@@ -345,6 +352,7 @@ fn latency(arguments: LatencyArgs) -> Result<ExitCode> {
                         ..ServerParams::default()
                     },
                     config,
+                    probe: Probe::Delivery,
                 });
             }
         }
@@ -394,16 +402,7 @@ fn run_scenarios(arguments: ScenarioArgs) -> Result<ExitCode> {
     let (default_warmup, default_duration) = scenario::default_durations(common.smoke);
     let warmup = common.warmup.unwrap_or(default_warmup);
     let duration = common.duration.unwrap_or(default_duration);
-    let runnable = kinds.iter().any(|kind| kind.skip_reason().is_none());
-    let placement = if runnable {
-        placement(common)?
-    } else {
-        Placement {
-            server_core: None,
-            publisher_core: None,
-            subscriber_core: None,
-        }
-    };
+    let placement = placement(common)?;
     let settings = scenario::Settings {
         systems: systems.clone(),
         base: LoadConfig {
@@ -439,6 +438,7 @@ fn run_scenarios(arguments: ScenarioArgs) -> Result<ExitCode> {
         "duration_s": duration.as_secs_f64(),
         "drain_s": common.drain.as_secs_f64(),
         "slow_subscriber_client_outbound_bytes_max": arguments.outbound_max,
+        "journal_dir": common.journal_dir,
         "smoke": common.smoke,
     });
     run_all(
@@ -472,6 +472,12 @@ fn run_all(
         systems.push(SystemKind::Tachyon);
     }
     let options = preflight(&systems, common, placement)?;
+    if measurements
+        .iter()
+        .any(|planned| planned.params.journal_topic.is_some())
+    {
+        systems::check_real_disk(&common.journal_dir)?;
+    }
     let mut environment = Environment::collect();
     if systems.contains(&SystemKind::Nats) {
         environment.nats_server_version =
@@ -503,9 +509,14 @@ fn run_all(
             measurements.len()
         );
         let result = match measure(planned, &options) {
-            Ok((load, noise)) => {
+            Ok(Measured {
+                load,
+                noise,
+                journal_backend,
+            }) => {
                 let mut result = CombinationResult::from_load(&planned.combination, &load);
                 result.noise = noise;
+                result.journal_backend = journal_backend;
                 if let Some(directory) = &common.hdr_dir {
                     report::write_histogram(directory, &result, &load.histogram)?;
                 }
@@ -550,6 +561,15 @@ fn run_all(
     if !slow.is_empty() {
         println!();
         print!("{slow}");
+    }
+    let persisted = report::persisted_table(
+        &results,
+        scenario::PERSISTED_JOURNAL,
+        scenario::PERSISTED_NO_JOURNAL,
+    );
+    if !persisted.is_empty() {
+        println!();
+        print!("{persisted}");
     }
     if !sow_results.is_empty() {
         println!();
@@ -651,15 +671,17 @@ fn run_all(
     })
 }
 
-/// One panel per open-loop (scenario, rate, size), one line per system.
+/// One panel per open-loop (scenario, rate, size), one line per system (the persisted-ack runs
+/// with and without the journal share a panel; see [`scenario::plot_line`]).
 fn plot_panels(results: &[CombinationResult]) -> Vec<svg::Panel> {
     let mut panels: Vec<(String, u64, usize, svg::Panel)> = Vec::new();
     for result in results {
         if result.is_closed_loop() || result.percentile_curve.is_empty() {
             continue;
         }
+        let (panel_scenario, line_name) = scenario::plot_line(&result.scenario, result.system);
         let key = (
-            result.scenario.clone(),
+            panel_scenario.to_owned(),
             result.rate_per_second,
             result.payload_size_bytes,
         );
@@ -671,7 +693,7 @@ fn plot_panels(results: &[CombinationResult]) -> Vec<svg::Panel> {
             None => {
                 let title = format!(
                     "{} · {} msg/s · {} B{}",
-                    result.scenario,
+                    panel_scenario,
                     result.rate_per_second,
                     result.payload_size_bytes,
                     if result.burst > 1 {
@@ -693,7 +715,7 @@ fn plot_panels(results: &[CombinationResult]) -> Vec<svg::Panel> {
             }
         };
         panels[index].3.lines.push(svg::Line {
-            name: result.system.to_string(),
+            name: line_name,
             points: result.percentile_curve.clone(),
         });
     }
@@ -754,6 +776,7 @@ fn preflight(
         nats_binary,
         relay_binary,
         server_core: placement.server_core,
+        journal_dir: arguments.journal_dir.clone(),
     })
 }
 
@@ -772,18 +795,27 @@ fn measure_sow(plan: &sow::SowPlan, options: &SystemOptions) -> Result<Vec<sow::
     Ok(results)
 }
 
+/// What one measurement produced besides the load's own figures.
+struct Measured {
+    load: load::LoadResult,
+    /// CPU other processes took meanwhile (`None` when /proc is unreadable).
+    noise: Option<noise::Noise>,
+    /// The transaction log's I/O path, for a server started with one.
+    journal_backend: Option<String>,
+}
+
 /// Starts a fresh instance of the planned system, measures, and stops it.
-/// Also returns how much CPU other processes took meanwhile (`None` when /proc is unreadable).
-fn measure(
-    planned: &Planned,
-    options: &SystemOptions,
-) -> Result<(load::LoadResult, Option<noise::Noise>)> {
+fn measure(planned: &Planned, options: &SystemOptions) -> Result<Measured> {
     let system = planned.combination.system;
     let running = systems::start_with(system, options, &planned.params)
         .with_context(|| format!("starting {system}"))?;
     let server_pid = running.server_pid();
+    let journal_backend = running.journal_backend.clone();
     let before = noise::CpuSample::take(server_pid);
-    let result = load::run(&running.endpoint, &planned.config);
+    let result = match planned.probe {
+        Probe::Delivery => load::run(&running.endpoint, &planned.config),
+        Probe::PersistedAck { topic } => persisted::run(&running.endpoint, &planned.config, topic),
+    };
     let after = noise::CpuSample::take(server_pid);
     let stopped = running.stop();
     let result = result?;
@@ -791,7 +823,11 @@ fn measure(
     let noise = before
         .zip(after)
         .map(|(before, after)| before.noise_until(&after));
-    Ok((result, noise))
+    Ok(Measured {
+        load: result,
+        noise,
+        journal_backend,
+    })
 }
 
 #[cfg(test)]

@@ -227,6 +227,9 @@ pub struct CombinationResult {
     pub slow_subscriber: Option<SlowOutcome>,
     /// CPU taken by other processes and the hypervisor during the measurement.
     pub noise: Option<crate::noise::Noise>,
+    /// The transaction log's I/O path as the server logged it (persisted-ack runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_backend: Option<String>,
     /// Reasons not to trust this row (rate missed, loss, reordering, pinning, ...).
     pub warnings: Vec<String>,
     /// Why the measurement failed, when it did.
@@ -362,6 +365,8 @@ impl CombinationResult {
                 load.corrupt
             ));
         }
+        warnings.extend(load.errors.iter().map(|error| format!("error: {error}")));
+        let error = (!load.errors.is_empty()).then(|| load.errors.join("; "));
         Self {
             latency_us: (!load.histogram.is_empty())
                 .then(|| Percentiles::from_histogram(&load.histogram)),
@@ -382,7 +387,7 @@ impl CombinationResult {
             warnings,
             ..Self::failed(combination, String::new())
         }
-        .with_error(None)
+        .with_error(error)
     }
 
     fn with_error(mut self, error: Option<String>) -> Self {
@@ -424,6 +429,7 @@ impl CombinationResult {
             send_lag_us_max: 0.0,
             slow_subscriber: None,
             noise: None,
+            journal_backend: None,
             warnings: vec![format!("measurement failed: {error}")],
             error: Some(error),
         }
@@ -606,6 +612,11 @@ pub fn results_table(results: &[CombinationResult]) -> String {
                         result.noise.map_or_else(|| "?".to_owned(), |noise| format!("{:.0}", noise.background_cpu_percent)),
                         if result.warnings.is_empty() { "" } else { "  !" },
                     );
+                    // Figures with a broken promise behind them (a failed or missing persisted
+                    // ack) are shown, and so is the failure.
+                    if let Some(error) = &result.error {
+                        let _ = writeln!(table, "{:<8} FAILED: {error}", "");
+                    }
                 }
                 None => {
                     let _ = writeln!(
@@ -828,6 +839,103 @@ pub fn slow_subscriber_table(
     table
 }
 
+/// The persisted-ack comparison: at each rate, latency to the persisted ack on the journaled
+/// topic (`journal`) and on the unjournaled one (`no_journal`, acked after routing), and what
+/// durability adds. Empty when there are no such rows.
+pub fn persisted_table(results: &[CombinationResult], journal: &str, no_journal: &str) -> String {
+    let mut table = String::new();
+    let rows: Vec<&CombinationResult> = results
+        .iter()
+        .filter(|result| result.scenario == journal)
+        .collect();
+    if rows.is_empty() {
+        return table;
+    }
+    let backends: Vec<&str> = {
+        let mut backends: Vec<&str> = Vec::new();
+        for backend in rows.iter().filter_map(|row| row.journal_backend.as_deref()) {
+            if !backends.contains(&backend) {
+                backends.push(backend);
+            }
+        }
+        backends
+    };
+    let _ = writeln!(
+        table,
+        "persisted ack: µs from each message's scheduled send to the persisted ack covering it; journal = \
+         written and fdatasync'd (backend: {}), no journal = acked after routing; acked = messages \
+         covered by a success ack",
+        if backends.is_empty() {
+            "not reported".to_owned()
+        } else {
+            backends.join(", ")
+        }
+    );
+    let _ = writeln!(
+        table,
+        "{:>6} {:<22} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>6}",
+        "rate", "variant", "p50", "p90", "p99", "p99.9", "max", "achieved", "acked", "lost"
+    );
+    let line =
+        |table: &mut String, label: &str, result: &CombinationResult| match result.latency_us {
+            Some(latency) => {
+                let _ =
+                    writeln!(
+                table,
+                "{:>6} {:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.0} {:>8} {:>6}{}",
+                short_count(result.rate_per_second),
+                label,
+                latency.p50,
+                latency.p90,
+                latency.p99,
+                latency.p99_9,
+                latency.max,
+                result.achieved_rate_per_second,
+                result.received,
+                result.lost,
+                if result.warnings.is_empty() { "" } else { "  !" },
+            );
+            }
+            None => {
+                let _ = writeln!(
+                    table,
+                    "{:>6} {:<22}  FAILED: {}",
+                    short_count(result.rate_per_second),
+                    label,
+                    result.error.as_deref().unwrap_or("no messages recorded")
+                );
+            }
+        };
+    for row in rows {
+        let system = row.system;
+        line(&mut table, &format!("{system} (journal)"), row);
+        let reference = results.iter().find(|other| {
+            other.scenario == no_journal
+                && other.system == row.system
+                && other.rate_per_second == row.rate_per_second
+                && other.payload_size_bytes == row.payload_size_bytes
+        });
+        let Some(reference) = reference else {
+            continue;
+        };
+        line(&mut table, &format!("{system} (no journal)"), reference);
+        if let (Some(with), Some(without)) = (row.latency_us, reference.latency_us) {
+            let _ = writeln!(
+                table,
+                "{:>6} {:<22} {:>+8.1} {:>+8.1} {:>+8.1} {:>+8.1} {:>+9.1}",
+                "",
+                "durability adds",
+                with.p50 - without.p50,
+                with.p90 - without.p90,
+                with.p99 - without.p99,
+                with.p99_9 - without.p99_9,
+                with.max - without.max,
+            );
+        }
+    }
+    table
+}
+
 /// `10000` → `10k`, for narrow columns.
 fn short_count(count: u64) -> String {
     if count >= 1_000 && (count / 1_000) * 1_000 == count {
@@ -943,6 +1051,7 @@ mod tests {
             slow: None,
             healthy_subscribers: 1,
             problems: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -1063,6 +1172,55 @@ mod tests {
             slow_subscriber_table(&[base, stalled], "slow-sub-baseline", "slow-sub-stalled");
         assert!(table.contains("1.50"), "{table}");
         assert!(table.contains("disconnected"), "{table}");
+    }
+
+    #[test]
+    fn errors_keep_the_figures_but_fail_the_row() {
+        let mut load = load_result(1_000.0, 2, 0);
+        load.errors
+            .push("2 of 1000 messages were never acknowledged as persisted".to_owned());
+        let result = CombinationResult::from_load(
+            &combination("persisted-ack-journal", SystemKind::Tachyon, 1024),
+            &load,
+        );
+        assert!(result.latency_us.is_some());
+        let error = result.error.as_deref().unwrap();
+        assert!(error.contains("never acknowledged"), "{error}");
+        assert!(result
+            .warnings
+            .iter()
+            .any(|warning| warning.starts_with("error: 2 of 1000")));
+        let table = results_table(std::slice::from_ref(&result));
+        assert!(table.contains("FAILED: 2 of 1000"), "{table}");
+    }
+
+    #[test]
+    fn persisted_table_shows_what_durability_adds() {
+        let mut results = Vec::new();
+        for (scenario, p50, backend) in [
+            ("persisted-ack-journal", 300.0, Some("io_uring+O_DIRECT")),
+            ("persisted-ack-no-journal", 20.0, Some("io_uring+O_DIRECT")),
+            ("pubsub-1sub", 15.0, None),
+        ] {
+            let mut result = CombinationResult::from_load(
+                &combination(scenario, SystemKind::Tachyon, 1024),
+                &load_result(10_000.0, 0, 0),
+            );
+            result.latency_us.as_mut().unwrap().p50 = p50;
+            result.journal_backend = backend.map(str::to_owned);
+            results.push(result);
+        }
+        let table = persisted_table(
+            &results,
+            "persisted-ack-journal",
+            "persisted-ack-no-journal",
+        );
+        assert!(table.contains("tachyon (journal)"), "{table}");
+        assert!(table.contains("tachyon (no journal)"), "{table}");
+        assert!(table.contains("durability adds"), "{table}");
+        assert!(table.contains("+280.0"), "{table}");
+        assert!(table.contains("backend: io_uring+O_DIRECT"), "{table}");
+        assert!(persisted_table(&results[2..], "persisted-ack-journal", "x").is_empty());
     }
 
     #[test]

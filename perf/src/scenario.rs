@@ -8,7 +8,7 @@
 //! | `filtered`        | 1,000 subscriptions with 5-predicate filters, 2 % match (NATS: subjects) |
 //! | `throughput`      | closed loop (bounded window), msgs/s and MB/s in and out                 |
 //! | `slow-subscriber` | one of 5 subscribers stops reading; the others' tails, with and without  |
-//! | `persisted-ack`   | skipped until the transaction log exists                                 |
+//! | `persisted-ack`   | Tachyon only: publish → persisted ack (journal, fdatasync) at 1k/10k/50k msg/s, against the same publisher on an unjournaled topic (`persisted.rs`) |
 //! | `sow-query`       | Tachyon only: key lookup, 2 % filter, full scan, sow_and_subscribe (`sow.rs`) |
 
 use std::time::Duration;
@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::load::{Fanout, LoadConfig, Pace};
+use crate::persisted::{JOURNALED_TOPIC, UNJOURNALED_TOPIC};
 use crate::relay::Shape;
 use crate::report::Combination;
 use crate::sow::SowPlan;
@@ -62,6 +63,14 @@ pub const SLOW_OUTBOUND_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Labels of the two slow-subscriber runs.
 pub const SLOW_BASELINE: &str = "slow-sub-baseline";
 pub const SLOW_STALLED: &str = "slow-sub-stalled";
+/// Open-loop rates of the persisted-ack scenario.
+pub const PERSISTED_RATES_PER_SECOND: [u64; 3] = [1_000, 10_000, 50_000];
+/// Payload size of the persisted-ack scenario.
+pub const PERSISTED_SIZE_BYTES: usize = 1024;
+/// Labels of the persisted-ack runs: on the journaled topic, and the same server and publisher
+/// on a topic outside the journal (acked right after routing).
+pub const PERSISTED_JOURNAL: &str = "persisted-ack-journal";
+pub const PERSISTED_NO_JOURNAL: &str = "persisted-ack-no-journal";
 
 /// One scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +83,7 @@ pub enum ScenarioKind {
     Throughput,
     /// One stalled subscriber.
     SlowSubscriber,
-    /// Persisted-ack latency (needs the transaction log).
+    /// Publish → persisted-ack latency with and without the transaction log (Tachyon only).
     PersistedAck,
     /// SOW query latency (Tachyon only).
     SowQuery,
@@ -90,14 +99,6 @@ impl ScenarioKind {
             Self::SlowSubscriber => "slow-subscriber",
             Self::PersistedAck => "persisted-ack",
             Self::SowQuery => "sow-query",
-        }
-    }
-
-    /// Why the scenario cannot run yet, for the ones that need missing features.
-    pub fn skip_reason(self) -> Option<&'static str> {
-        match self {
-            Self::PersistedAck => Some("skipped: needs the transaction log (not built yet)"),
-            _ => None,
         }
     }
 }
@@ -146,6 +147,19 @@ pub struct Settings {
     pub smoke: bool,
 }
 
+/// How a planned measurement drives the server and what its latency ends at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Publishers → server → subscribers; latency ends at each delivery (`load.rs`).
+    Delivery,
+    /// Publishers asking for persisted acks on `topic`, no subscribers; latency ends at the ack
+    /// that covers the message (`persisted.rs`).
+    PersistedAck {
+        /// The topic published to.
+        topic: &'static str,
+    },
+}
+
 /// One measurement to run.
 #[derive(Clone, Debug)]
 pub struct Planned {
@@ -155,6 +169,8 @@ pub struct Planned {
     pub config: LoadConfig,
     /// What the fresh server is started with.
     pub params: ServerParams,
+    /// How the load is driven and timed.
+    pub probe: Probe,
 }
 
 /// A scenario expanded into measurements, plus what to tell the reader about it.
@@ -162,7 +178,7 @@ pub struct Planned {
 pub struct Plan {
     /// Measurements, systems interleaved within each combination.
     pub measurements: Vec<Planned>,
-    /// Lines printed with the report (skips, equivalences, caveats).
+    /// Lines printed with the report (systems left out and why, equivalences, caveats).
     pub notes: Vec<String>,
     /// The sow-query scenario, run against its own Tachyon after the measurements.
     pub sow: Option<SowPlan>,
@@ -172,17 +188,13 @@ pub struct Plan {
 pub fn plan(kinds: &[ScenarioKind], settings: &Settings) -> Plan {
     let mut plan = Plan::default();
     for &kind in kinds {
-        if let Some(reason) = kind.skip_reason() {
-            plan.notes.push(format!("{}: {reason}", kind.name()));
-            continue;
-        }
         match kind {
             ScenarioKind::Pubsub => plan_pubsub(&mut plan, settings),
             ScenarioKind::Filtered => plan_filtered(&mut plan, settings),
             ScenarioKind::Throughput => plan_throughput(&mut plan, settings),
             ScenarioKind::SlowSubscriber => plan_slow(&mut plan, settings),
             ScenarioKind::SowQuery => plan_sow(&mut plan, settings),
-            ScenarioKind::PersistedAck => {}
+            ScenarioKind::PersistedAck => plan_persisted(&mut plan, settings),
         }
     }
     plan
@@ -203,11 +215,13 @@ fn push(
             },
             client_outbound_bytes_max: outbound_bytes_max,
             sow_topic: None,
+            journal_topic: None,
         };
         plan.measurements.push(Planned {
             combination: Combination::of(label, system, &config),
             config: config.clone(),
             params,
+            probe: Probe::Delivery,
         });
     }
 }
@@ -419,6 +433,83 @@ fn plan_sow(plan: &mut Plan, settings: &Settings) {
     });
 }
 
+fn plan_persisted(plan: &mut Plan, settings: &Settings) {
+    if settings.systems.contains(&SystemKind::Relay) {
+        plan.notes.push(
+            "persisted-ack: relay skipped: it keeps nothing, so there is no durability floor to \
+             compare with; the reference is Tachyon itself on a topic outside the journal"
+                .to_owned(),
+        );
+    }
+    if settings.systems.contains(&SystemKind::Nats) {
+        plan.notes.push(
+            "persisted-ack: nats skipped: nats-server 2.9's JetStream acknowledges a publish once \
+             it is in its file store's page cache, without an fsync per message (it syncs on a \
+             timer; the sync_interval option, with `always`, arrived in 2.10), so its ack does not \
+             mean durable and its latency is not comparable"
+                .to_owned(),
+        );
+    }
+    if !settings.systems.contains(&SystemKind::Tachyon) {
+        return;
+    }
+    let rates = settings
+        .rate_per_second
+        .map_or_else(|| PERSISTED_RATES_PER_SECOND.to_vec(), |rate| vec![rate]);
+    plan.notes.push(format!(
+        "persisted-ack: Tachyon with [journal] topics = [\"{JOURNALED_TOPIC}\"] (other journal \
+         options at their defaults; data_dir in a fresh directory under --journal-dir, on disk); \
+         each publisher logs on with a new client name and sends {PERSISTED_SIZE_BYTES} B \
+         publishes with a=persisted and s = 1, 2, 3, ..., open loop, no subscribers; latency = \
+         arrival of the first persisted ack whose s covers the message (acks are conflated) − its \
+         scheduled send time; received = messages acknowledged; a failure ack or a message never \
+         acknowledged fails the run. {PERSISTED_NO_JOURNAL}: the same server and publisher on \
+         {UNJOURNALED_TOPIC}, outside the journal, which Tachyon acks right after routing: the \
+         difference is what durability (write + fdatasync) adds"
+    ));
+    for rate in rates {
+        let config = LoadConfig {
+            rate_per_second: rate,
+            payload_size_bytes: PERSISTED_SIZE_BYTES,
+            subscribers: 0,
+            pace: Pace::Open,
+            fanout: Fanout::Topic,
+            slow_subscriber: false,
+            ..settings.base.clone()
+        };
+        // Both runs start the same server config: only the topic differs.
+        let params = ServerParams {
+            shape: Shape {
+                publishers: config.publishers,
+                subscribers: 0,
+            },
+            journal_topic: Some(JOURNALED_TOPIC),
+            ..ServerParams::default()
+        };
+        for (label, topic) in [
+            (PERSISTED_JOURNAL, JOURNALED_TOPIC),
+            (PERSISTED_NO_JOURNAL, UNJOURNALED_TOPIC),
+        ] {
+            plan.measurements.push(Planned {
+                combination: Combination::of(label, SystemKind::Tachyon, &config),
+                config: config.clone(),
+                params,
+                probe: Probe::PersistedAck { topic },
+            });
+        }
+    }
+}
+
+/// How a result appears in the latency plot: its panel (by scenario label) and its line name.
+/// The two persisted-ack runs share a panel, one line each, since they differ only in the topic.
+pub fn plot_line(scenario: &str, system: SystemKind) -> (&str, String) {
+    match scenario {
+        PERSISTED_JOURNAL => ("persisted-ack", format!("{system} (journal)")),
+        PERSISTED_NO_JOURNAL => ("persisted-ack", format!("{system} (no journal)")),
+        _ => (scenario, system.to_string()),
+    }
+}
+
 /// Default warm-up and duration for scenario runs.
 pub fn default_durations(smoke: bool) -> (Duration, Duration) {
     if smoke {
@@ -459,15 +550,89 @@ mod tests {
     }
 
     #[test]
-    fn skipped_scenarios_only_leave_notes() {
+    fn persisted_ack_pairs_journal_and_no_journal_runs_at_each_rate() {
         let plan = plan(
             &[ScenarioKind::PersistedAck],
             &settings(&[SystemKind::Tachyon]),
         );
-        assert!(plan.measurements.is_empty());
         assert!(plan.sow.is_none());
+        let runs: Vec<(&str, u64, Probe)> = plan
+            .measurements
+            .iter()
+            .map(|planned| {
+                (
+                    planned.combination.scenario.as_str(),
+                    planned.config.rate_per_second,
+                    planned.probe,
+                )
+            })
+            .collect();
+        let journal = Probe::PersistedAck {
+            topic: JOURNALED_TOPIC,
+        };
+        let no_journal = Probe::PersistedAck {
+            topic: UNJOURNALED_TOPIC,
+        };
+        assert_eq!(
+            runs,
+            [
+                (PERSISTED_JOURNAL, 1_000, journal),
+                (PERSISTED_NO_JOURNAL, 1_000, no_journal),
+                (PERSISTED_JOURNAL, 10_000, journal),
+                (PERSISTED_NO_JOURNAL, 10_000, no_journal),
+                (PERSISTED_JOURNAL, 50_000, journal),
+                (PERSISTED_NO_JOURNAL, 50_000, no_journal),
+            ]
+        );
+        for planned in &plan.measurements {
+            // The same server config for both: only the topic differs.
+            assert_eq!(planned.params.journal_topic, Some(JOURNALED_TOPIC));
+            assert_eq!(planned.config.payload_size_bytes, 1024);
+            assert_eq!(planned.config.subscribers, 0);
+            assert_eq!(planned.config.pace, Pace::Open);
+        }
         assert_eq!(plan.notes.len(), 1);
-        assert!(plan.notes[0].contains("transaction log"));
+        assert!(plan.notes[0].contains("fdatasync"), "{}", plan.notes[0]);
+    }
+
+    #[test]
+    fn persisted_ack_says_why_relay_and_nats_are_left_out() {
+        let systems = [SystemKind::Tachyon, SystemKind::Relay, SystemKind::Nats];
+        let mut one_rate = settings(&systems);
+        one_rate.rate_per_second = Some(2_000);
+        let plan = plan(&[ScenarioKind::PersistedAck], &one_rate);
+        assert_eq!(plan.measurements.len(), 2);
+        assert!(plan
+            .measurements
+            .iter()
+            .all(|planned| planned.combination.system == SystemKind::Tachyon
+                && planned.config.rate_per_second == 2_000));
+        let notes = plan.notes.join("\n");
+        assert!(notes.contains("relay skipped"), "{notes}");
+        assert!(notes.contains("nats skipped"), "{notes}");
+        assert!(notes.contains("fsync"), "{notes}");
+        let without = super::plan(
+            &[ScenarioKind::PersistedAck],
+            &settings(&[SystemKind::Nats]),
+        );
+        assert!(without.measurements.is_empty());
+        assert_eq!(without.notes.len(), 1);
+    }
+
+    #[test]
+    fn persisted_ack_runs_share_one_plot_panel() {
+        assert_eq!(
+            plot_line(PERSISTED_JOURNAL, SystemKind::Tachyon),
+            ("persisted-ack", "tachyon (journal)".to_owned())
+        );
+        assert_eq!(
+            plot_line(PERSISTED_NO_JOURNAL, SystemKind::Tachyon).0,
+            "persisted-ack"
+        );
+        assert_eq!(
+            plot_line("pubsub-1sub", SystemKind::Nats),
+            ("pubsub-1sub", "nats".to_owned())
+        );
     }
 
     #[test]

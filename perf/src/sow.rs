@@ -464,6 +464,7 @@ mod tests {
             nats_binary: "nats-server".into(),
             relay_binary: None,
             server_core: None,
+            journal_dir: "unused".into(),
         };
         let params = crate::systems::ServerParams {
             sow_topic: Some(SOW_TOPIC),

@@ -4,10 +4,16 @@
 //!
 //! Servers run pinned to the "server core" (set in the child between fork and exec, so every
 //! thread the server starts inherits it); the benchmark's own threads run on other cores.
+//!
+//! A Tachyon with a transaction log keeps its data under [`SystemOptions::journal_dir`] (a fresh
+//! subdirectory per run, removed afterwards), never in the temp dir, which may be tmpfs: there an
+//! fdatasync costs nothing and persisted-ack figures would describe memory, not a disk.
 
+use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +29,11 @@ use crate::relay::Relay;
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a journaled Tachyon may take to zero-fill its spare segments after it listens.
+const SPARE_SEGMENTS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `statfs` magic numbers of file systems that live in memory (linux/magic.h).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
 
 /// A system the benchmark can measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -93,6 +104,9 @@ pub struct SystemOptions {
     pub relay_binary: Option<PathBuf>,
     /// The core servers (and the relay) are pinned to; `None` = no pinning.
     pub server_core: Option<usize>,
+    /// Where a Tachyon with a transaction log keeps its data: a fresh subdirectory per run,
+    /// removed afterwards. Must be on the disk under test (see [`check_real_disk`]).
+    pub journal_dir: PathBuf,
 }
 
 /// What one measurement needs from a fresh server.
@@ -105,6 +119,9 @@ pub struct ServerParams {
     pub client_outbound_bytes_max: usize,
     /// A SOW topic (key `/id`) added to Tachyon's config, for the sow-query scenario.
     pub sow_topic: Option<&'static str>,
+    /// A topic in Tachyon's transaction log (`[journal] topics`), for the persisted-ack
+    /// scenario; the server's data then lives under [`SystemOptions::journal_dir`].
+    pub journal_topic: Option<&'static str>,
 }
 
 /// Tachyon's default `[limits] client_outbound_bytes_max`: 64 MiB.
@@ -116,6 +133,7 @@ impl Default for ServerParams {
             shape: crate::relay::Shape::default(),
             client_outbound_bytes_max: CLIENT_OUTBOUND_BYTES_MAX_DEFAULT,
             sow_topic: None,
+            journal_topic: None,
         }
     }
 }
@@ -133,13 +151,56 @@ pub fn tachyon_config(data_dir: &Path, address: SocketAddr, params: &ServerParam
             crate::sow::SOW_KEY_FIELD
         ));
     }
+    if let Some(topic) = params.journal_topic {
+        // Every other journal option keeps the server's default, so the figures describe what
+        // an operator gets by naming a topic.
+        config.push_str(&format!("\n[journal]\ntopics = [\"{topic}\"]\n"));
+    }
     config
+}
+
+/// Refuses a directory on a file system that lives in memory (tmpfs, ramfs), where fdatasync
+/// returns at once; creates the directory when missing.
+pub fn check_real_disk(directory: &Path) -> Result<()> {
+    fs::create_dir_all(directory)
+        .with_context(|| format!("creating the journal directory {}", directory.display()))?;
+    let path = CString::new(directory.as_os_str().as_bytes())
+        .with_context(|| format!("{} contains a NUL byte", directory.display()))?;
+    // SAFETY: statfs(2) reads the NUL-terminated path and writes one `struct statfs` into the
+    // zeroed, properly sized and aligned value it is given; both outlive the call.
+    let (status, stats) = unsafe {
+        let mut stats: libc::statfs = std::mem::zeroed();
+        let status = libc::statfs(path.as_ptr(), &mut stats);
+        (status, stats)
+    };
+    if status != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", directory.display()));
+    }
+    // f_type's width differs between architectures; the magic numbers are 32 bits.
+    let kind = (stats.f_type as u64) & 0xffff_ffff;
+    if kind == TMPFS_MAGIC || kind == RAMFS_MAGIC {
+        bail!(
+            "{} is on {} (memory): an fdatasync there returns at once, so persisted-ack latency \
+             would not include a disk; pass --journal-dir on the disk under test",
+            directory.display(),
+            if kind == TMPFS_MAGIC {
+                "tmpfs"
+            } else {
+                "ramfs"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// A started system; [`RunningSystem::stop`] (or drop) shuts it down.
 pub struct RunningSystem {
     /// Where to connect.
     pub endpoint: Endpoint,
+    /// The transaction log's I/O path as a journaled Tachyon logged it at start-up
+    /// (`io_uring+O_DIRECT ...` or `buffered pwrite+fdatasync (why)`).
+    pub journal_backend: Option<String>,
     guard: Guard,
 }
 
@@ -205,6 +266,7 @@ pub fn start_with(
             };
             Ok(RunningSystem {
                 endpoint,
+                journal_backend: None,
                 guard: Guard::Process(process),
             })
         }
@@ -220,20 +282,35 @@ pub fn start_with(
             };
             Ok(RunningSystem {
                 endpoint,
+                journal_backend: None,
                 guard: Guard::Relay(relay),
             })
         }
         SystemKind::Tachyon => {
-            let scratch = ScratchDir::create("tachyon")?;
+            let scratch = match params.journal_topic {
+                Some(_) => ScratchDir::create_in(&options.journal_dir, "tachyon")?,
+                None => ScratchDir::create("tachyon")?,
+            };
             let address = free_loopback_address()?;
             let config_path = scratch.path.join("tachyon.toml");
-            let config = tachyon_config(&scratch.path.join("data"), address, params);
+            let data_dir = scratch.path.join("data");
+            let config = tachyon_config(&data_dir, address, params);
             fs::write(&config_path, config)
                 .with_context(|| format!("writing {}", config_path.display()))?;
             let mut command = Command::new(&options.tachyon_binary);
             command.arg("solo").arg("--config").arg(&config_path);
             let process = ServerProcess::spawn("tachyon", command, scratch, options.server_core)?;
-            started(process, address, Protocol::Amps)
+            let mut running = started(process, address, Protocol::Amps)?;
+            if params.journal_topic.is_some() {
+                let Guard::Process(process) = &mut running.guard else {
+                    unreachable!("Tachyon runs as a process")
+                };
+                // The journal zero-fills its spare segments in the background after it starts;
+                // measuring before they are ready would time that start-up burst of writes.
+                process.wait_for_spare_segments(&data_dir, SPARE_SEGMENTS_READY_TIMEOUT)?;
+                running.journal_backend = journal_backend_logged(&process.stderr());
+            }
+            Ok(running)
         }
         SystemKind::Nats => {
             let scratch = ScratchDir::create("nats")?;
@@ -261,8 +338,19 @@ fn started(
     };
     Ok(RunningSystem {
         endpoint,
+        journal_backend: None,
         guard: Guard::Process(process),
     })
+}
+
+/// The backend named in Tachyon's `journal: open ... backend=<kind> crc32c=...` log line.
+fn journal_backend_logged(stderr: &str) -> Option<String> {
+    let line = stderr.lines().find(|line| line.contains("journal: open"))?;
+    let backend = line.split_once("backend=")?.1;
+    let backend = backend
+        .split_once(" crc32c=")
+        .map_or(backend, |(kind, _)| kind);
+    Some(backend.trim().to_owned())
 }
 
 /// Asks the kernel for a free loopback port. Another process could take it before the server
@@ -282,16 +370,26 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A per-run scratch directory under the system temp dir, removed on drop.
+/// A per-run scratch directory (under the system temp dir unless told otherwise), removed on
+/// drop.
 struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
     fn create(label: &str) -> Result<Self> {
+        Self::create_in(&std::env::temp_dir(), label)
+    }
+
+    /// A scratch directory inside `parent` (created when missing). The path is made absolute:
+    /// Tachyon resolves a relative `data_dir` against its config file's folder.
+    fn create_in(parent: &Path, label: &str) -> Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let parent =
+            fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
+        let path = parent.join(format!(
             "tachyon-bench-{}-{label}-{unique}",
             std::process::id()
         ));
@@ -394,6 +492,49 @@ impl ServerProcess {
                 );
             }
             thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Polls `<data_dir>/journal` until the server's spare segments (`spare-*.spare`, the
+    /// storage crate's documented file names) are all zero-filled; fails like
+    /// `wait_until_accepting`.
+    fn wait_for_spare_segments(&mut self, data_dir: &Path, timeout: Duration) -> Result<()> {
+        use tachyon_storage::journal::{JOURNAL_DIR_NAME, SPARE_SEGMENTS_DEFAULT};
+        let directory = data_dir.join(JOURNAL_DIR_NAME);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = fs::read_dir(&directory).map_or(0, |entries| {
+                entries
+                    .filter_map(|entry| entry.ok())
+                    .filter(|entry| {
+                        let name = entry.file_name();
+                        let name = name.to_string_lossy();
+                        name.starts_with("spare-") && name.ends_with(".spare")
+                    })
+                    .count()
+            });
+            if ready >= SPARE_SEGMENTS_DEFAULT {
+                return Ok(());
+            }
+            let child = self.child.as_mut().expect("child present until stopped");
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) while preparing its journal; its stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                let stderr = self.stderr();
+                let _ = self.stop();
+                bail!(
+                    "{}'s journal had {ready} of {SPARE_SEGMENTS_DEFAULT} spare segments ready in {} \
+                     after {timeout:?}: the disk is too slow or full; its stderr:\n{stderr}",
+                    self.name,
+                    directory.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -522,6 +663,7 @@ mod tests {
             nats_binary: PathBuf::from("/nonexistent/nats-server"),
             relay_binary: None,
             server_core: None,
+            journal_dir: "unused".into(),
         };
         let error = start(SystemKind::Tachyon, &options)
             .err()

@@ -90,3 +90,50 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(tmp_path):
     verify = subprocess.run([str(BIN), "journal", "verify", str(server.data_dir)],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+SOW_JOURNAL_TOML = JOURNAL_TOML.replace('topics = ["orders"', 'topics = ["sow.book", "orders"') + """
+[sow]
+snapshot_interval_seconds = 3600
+[[sow.topics]]
+topic = "sow.book"
+key_fields = ["/id"]
+durability = "persistent"
+"""
+
+
+@pytest.mark.hard_timeout(120)
+def test_a_journaled_sow_topic_is_rebuilt_after_kill_9(tmp_path):
+    workdir = tmp_path / "sow-crash"
+    workdir.mkdir()
+    server = first_server(workdir, SOW_JOURNAL_TOML)
+    port = server.port
+    writer = AMPS.HAClient(unique_name("sow-writer"))
+    chooser = AMPS.DefaultServerChooser()
+    chooser.add(server.uri)
+    writer.set_server_chooser(chooser)
+    writer.connect_and_logon()
+    try:
+        for i in range(200):
+            writer.publish("sow.book", json.dumps({"id": i, "v": i}))
+        writer.delta_publish("sow.book", json.dumps({"id": 7, "extra": True}))
+        writer.sow_delete("sow.book", "/id >= 150", 5000)
+        run_with_deadline(lambda: writer.publish_flush(10000), 15, "publish_flush")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        server.stop()
+        server = restart(workdir, port, SOW_JOURNAL_TOML)
+        server.wait_for_log(r"SOW topic rebuilt from the transaction log", timeout=10)
+        reader = AMPS.Client(unique_name("sow-reader"))
+        reader.connect(server.uri)
+        reader.logon(5000)
+        records = [json.loads(m.get_data()) for m in reader.sow("sow.book", timeout=10000)
+                   if m.get_command() == "sow"]
+        records.sort(key=lambda r: r["id"])
+        assert [r["id"] for r in records] == list(range(150))
+        assert records[7] == {"id": 7, "v": 7, "extra": True}
+        reader.disconnect()
+    finally:
+        writer.disconnect()
+        rc, _ = server.stop()
+    assert rc == 0

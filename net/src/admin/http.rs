@@ -1,0 +1,171 @@
+//! The admin API's routes. Each endpoint answers one question and is cheap enough to poll:
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /` | the endpoints, as JSON |
+//! | `GET /health` | 200 `{"status":"ready","live":true,"reasons":[]}`, or 503 with reasons |
+//! | `GET /health/live` | 200 while the process answers at all (a liveness probe) |
+//! | `GET /amps/instance[/path…]` | the statistics tree, or the subtree at the path |
+//! | `GET /metrics` | Prometheus text format 0.0.4 |
+//!
+//! Anything else is a 404 (or 405 for a known path with another method) with a JSON body that
+//! says what exists. Handlers only read; no route changes the instance yet.
+
+use super::snapshot::Snapshot;
+use super::{metrics, tree, AdminState};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type SharedState = State<Arc<AdminState>>;
+
+/// The endpoints, as listed by `GET /` and by 404 answers.
+const ENDPOINTS: [&str; 5] = ["/health", "/health/live", "/amps/instance", "/metrics", "/"];
+
+/// Every route of the admin API.
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/metrics", get(prometheus))
+        .route("/amps", get(tree_root))
+        .route("/amps/{*path}", get(subtree))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn index() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "service": "tachyon admin API", "endpoints": ENDPOINTS }),
+    )
+}
+
+/// Why the instance is not ready, empty when it is.
+pub(crate) fn unready_reasons(state: &AdminState) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if state.is_shutting_down() {
+        reasons.push("shutting down: the instance is draining its connections".to_string());
+    }
+    let journal = &state.context.journal;
+    if journal.has_failed() {
+        reasons.push(format!(
+            "journal failed: an I/O error stopped the transaction log (last sequence {}, durable up to {}); journaled publishes are refused until a restart; the server log names the file and error",
+            crate::stats::ShardStats::get(&journal.last_sequence),
+            crate::stats::ShardStats::get(&journal.durable_up_to),
+        ));
+    }
+    if state.context.stats.is_empty() {
+        reasons.push("no data-plane shard is running".to_string());
+    }
+    reasons
+}
+
+async fn health(State(state): SharedState) -> Response {
+    let reasons = unready_reasons(&state);
+    let (status, word) = if reasons.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    json_response(
+        status,
+        &json!({ "status": word, "live": true, "reasons": reasons }),
+    )
+}
+
+async fn live() -> Response {
+    json_response(StatusCode::OK, &json!({ "live": true }))
+}
+
+async fn prometheus(State(state): SharedState) -> Response {
+    let snapshot = Snapshot::take(&state.context);
+    let body = metrics::render(&snapshot, state.context.version);
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn tree_root(State(state): SharedState) -> Response {
+    answer_tree(&state, "")
+}
+
+async fn subtree(State(state): SharedState, Path(path): Path<String>) -> Response {
+    answer_tree(&state, &path)
+}
+
+/// The subtree at `path` below `/amps`, or a 404 naming what exists where the path went wrong.
+fn answer_tree(state: &AdminState, path: &str) -> Response {
+    let snapshot = Snapshot::take(&state.context);
+    let root = tree::root(state, &snapshot);
+    match tree::lookup(&root, path) {
+        Ok(node) => json_response(StatusCode::OK, node),
+        Err(missing) => {
+            let mut found = String::from("/amps");
+            for segment in &missing.found {
+                found.push('/');
+                found.push_str(segment);
+            }
+            json_response(
+                StatusCode::NOT_FOUND,
+                &json!({
+                    "error": "not found",
+                    "path": format!("/amps/{}", path.trim_start_matches('/')),
+                    "found_up_to": found,
+                    "children": missing.children,
+                }),
+            )
+        }
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({ "error": "not found", "path": uri.path(), "endpoints": ENDPOINTS }),
+    )
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({
+            "error": "method not allowed",
+            "path": uri.path(),
+            "allowed": ["GET", "HEAD"],
+        }),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// A JSON body, pretty-printed for people reading it with curl.
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_else(|error| {
+        format!("{{\"error\":\"cannot render the answer as JSON: {error}\"}}")
+    });
+    text.push('\n');
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}

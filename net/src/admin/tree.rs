@@ -1,0 +1,234 @@
+//! The statistics tree in the AMPS monitoring style: `/amps/instance` and every path below it.
+//!
+//! The tree is rebuilt from a [`Snapshot`] per request (it is small) and a path walks it: object
+//! keys by name, array entries by index (processors are numbered by shard, so
+//! `/amps/instance/processors/1` is shard 1). This module renders only; it never reads an atomic
+//! itself, and it renders the configuration by hand so `config.rs` needs no serializer.
+
+use super::snapshot::{ShardValues, Snapshot, SHARD_COUNTERS};
+use super::AdminState;
+use crate::config::Config;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The whole tree: `{"instance": {...}}`, so `/amps/<path>` is `root[path]`.
+pub(crate) fn root(state: &AdminState, snapshot: &Snapshot) -> Value {
+    json!({ "instance": instance(state, snapshot) })
+}
+
+/// `/amps/instance`.
+fn instance(state: &AdminState, snapshot: &Snapshot) -> Value {
+    let context = &state.context;
+    let processors: Vec<Value> = snapshot
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(shard, values)| {
+            let mut processor = Map::new();
+            processor.insert("id".into(), json!(shard));
+            processor.insert("name".into(), json!(format!("tachyon-shard-{shard}")));
+            insert_values(&mut processor, values);
+            Value::Object(processor)
+        })
+        .collect();
+    let mut totals = Map::new();
+    insert_values(&mut totals, &snapshot.totals());
+    let journal = snapshot.journal;
+    json!({
+        "version": context.version,
+        "started_at": rfc3339(snapshot.started_at),
+        "started_at_unix_seconds": unix_seconds(snapshot.started_at),
+        "uptime_seconds": snapshot.uptime.as_secs(),
+        "admin": {
+            "address": state.address.to_string(),
+            "control_core": context.control_core.map(|core| core.0),
+        },
+        "placement": context.placement,
+        "processors": processors,
+        "transports": [{
+            "id": "amps-tcp",
+            "type": "tcp",
+            "protocol": "amps",
+            "message_type": "json",
+            "address": context.config.transport.amps_tcp.to_string(),
+        }],
+        "journal": {
+            "enabled": journal.enabled,
+            "failed": journal.failed,
+            "last_sequence": journal.last_sequence,
+            "durable_up_to": journal.durable_up_to,
+        },
+        "totals": totals,
+        "config": config(&context.config, state.address),
+    })
+}
+
+/// Adds each shard counter under its field name.
+fn insert_values(object: &mut Map<String, Value>, values: &ShardValues) {
+    for (counter, value) in SHARD_COUNTERS.iter().zip(values) {
+        object.insert(counter.name.into(), json!(value));
+    }
+}
+
+/// The effective configuration, key for key as the TOML file spells it. `admin_address` stands
+/// in for the `[admin]` table, which the admin API knows from its context.
+pub(crate) fn config(config: &Config, admin_address: SocketAddr) -> Value {
+    let runtime = &config.runtime;
+    let limits = &config.limits;
+    let journal = &config.journal;
+    let sow_topics: Vec<Value> = config
+        .sow
+        .topics
+        .iter()
+        .map(|topic| {
+            json!({
+                "topic": topic.topic,
+                "key_fields": topic.key_fields,
+                "slab_size_bytes": topic.slab_size_bytes,
+                "durability": topic.durability,
+                "expiration_seconds": topic.expiration_seconds,
+            })
+        })
+        .collect();
+    json!({
+        "data_dir": config.data_dir.display().to_string(),
+        "transport": { "amps_tcp": config.transport.amps_tcp.to_string() },
+        "runtime": {
+            "shards": runtime.shards,
+            "cores": runtime.cores,
+            "nic": runtime.nic,
+            "spin_before_park_us": runtime.spin_before_park_us,
+            "io_memory_bytes": runtime.io_memory_bytes,
+            "lock_memory": runtime.lock_memory,
+            "topic_routing": snake_case(&format!("{:?}", runtime.topic_routing)),
+        },
+        "limits": {
+            "frame_bytes_max": limits.frame_bytes_max,
+            "client_outbound_bytes_max": limits.client_outbound_bytes_max,
+            "subscriptions_per_client_max": limits.subscriptions_per_client_max,
+            "receive_buffer_bytes": limits.receive_buffer_bytes,
+            "mesh_channel_depth": limits.mesh_channel_depth,
+            "logon_timeout_seconds": limits.logon_timeout_seconds,
+        },
+        "sow": {
+            "snapshot_interval_seconds": config.sow.snapshot_interval_seconds,
+            "topics": sow_topics,
+        },
+        "journal": {
+            "topics": journal.topics,
+            "segment_size_bytes": journal.segment_size_bytes,
+            "spare_segments": journal.spare_segments,
+            "max_record_bytes": journal.max_record_bytes,
+            "max_buffered_bytes": journal.max_buffered_bytes,
+            "backend": journal.backend,
+            "persisted_ack_interval_ms": journal.persisted_ack_interval_ms,
+            "retention_max_age_seconds": journal.retention_max_age_seconds,
+            "retention_max_bytes": journal.retention_max_bytes,
+            "allow_truncate_corruption": journal.allow_truncate_corruption,
+            "fault_injection": journal.fault_injection.as_ref().map(|fault| json!({
+                "operation": fault.operation,
+                "after_groups": fault.after_groups,
+            })),
+        },
+        "admin": { "address": admin_address.to_string() },
+    })
+}
+
+/// A path that names nothing in the tree: how far it got and what exists there.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NotFound {
+    /// The segments that matched.
+    pub(crate) found: Vec<String>,
+    /// The children of the last node that matched (keys, or index range for an array).
+    pub(crate) children: Vec<String>,
+}
+
+/// Walks the `/`-separated `path` down from `node`; empty segments (doubled or trailing slashes) are skipped.
+pub(crate) fn lookup<'a>(node: &'a Value, path: &str) -> Result<&'a Value, NotFound> {
+    let mut node = node;
+    let mut found = Vec::new();
+    for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+        let next = match node {
+            Value::Object(object) => object.get(segment),
+            Value::Array(array) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| array.get(index)),
+            _ => None,
+        };
+        match next {
+            Some(child) => {
+                node = child;
+                found.push(segment.to_string());
+            }
+            None => {
+                let children = match node {
+                    Value::Object(object) => object.keys().cloned().collect(),
+                    Value::Array(array) if !array.is_empty() => {
+                        vec![format!("0..={}", array.len() - 1)]
+                    }
+                    _ => Vec::new(),
+                };
+                return Err(NotFound { found, children });
+            }
+        }
+    }
+    Ok(node)
+}
+
+/// `OrderedFifo` → `ordered_fifo`, the spelling the config file uses for enum values.
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (index, character) in camel.chars().enumerate() {
+        if character.is_ascii_uppercase() {
+            if index > 0 {
+                out.push('_');
+            }
+            out.push(character.to_ascii_lowercase());
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
+
+/// Seconds since the Unix epoch, with milliseconds.
+pub(crate) fn unix_seconds(time: SystemTime) -> f64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since.as_millis() as f64 / 1000.0
+}
+
+/// `2024-05-01T12:34:56.789Z`: RFC 3339 in UTC, without a date library.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let second_of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
