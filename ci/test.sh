@@ -3,8 +3,9 @@
 #
 # Installs what it needs (Debian packages, cargo-fuzz, a Python virtualenv with the real AMPS
 # client), then: format check, clippy with warnings denied, every Rust test, the conformance suite
-# against the release binary, a short fuzz run of each target, and a smoke pass of the latency
-# benchmark (figures printed, never asserted).
+# (journal and crash tests included) and the admin API suite against the release binary, a short
+# fuzz run of each target, and smoke passes of the latency and journal benchmarks (figures
+# printed, never asserted).
 #
 #   ci/test.sh              everything
 #   SKIP_FUZZ=1 ci/test.sh  skip the fuzz runs (e.g. on a laptop without cargo-fuzz)
@@ -14,7 +15,7 @@ started=$(date +%s)
 step() { printf '\n== %s (%ds) ==\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "system packages"
-packages=(libhwloc-dev libudev-dev pkg-config nats-server python3-venv)
+packages=(libhwloc-dev libudev-dev pkg-config nats-server python3-venv fio)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -46,6 +47,9 @@ cargo test --workspace --release --benches
 step "conformance (real AMPS Python client against the release binary)"
 TACHYON_BIN="$PWD/target/release/tachyon" tests/conformance/run.sh
 
+step "admin API (health, statistics tree, Prometheus metrics over real HTTP)"
+TACHYON_BIN="$PWD/target/release/tachyon" tests/admin/run.sh
+
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     step "fuzz (short runs)"
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
@@ -65,5 +69,8 @@ fi
 
 step "latency benchmark (smoke: figures only, nothing asserted)"
 target/release/tachyon-bench latency --smoke --tachyon-bin target/release/tachyon
+
+step "journal benchmark (smoke: CRC32C, write throughput against fio, recovery scan)"
+target/release/tachyon-bench journal --smoke
 
 step "done"

@@ -94,6 +94,10 @@ struct SoloArgs {
     /// spin_before_park_us): 0 is kind to shared machines; 50-200 lowers latency on dedicated cores.
     #[arg(long, value_name = "MICROSECONDS")]
     spin_before_park_us: Option<u64>,
+    /// Address of the admin API: /health, /amps/instance statistics, Prometheus /metrics
+    /// (overrides [admin] address; port 0 picks a free port, logged at start-up).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, env = "TACHYON_LOG", default_value = "info")]
     log: String,
@@ -211,6 +215,9 @@ fn solo(args: SoloArgs) -> Result<i32> {
     if let Some(spin) = args.spin_before_park_us {
         config.runtime.spin_before_park_us = spin;
     }
+    if let Some(admin) = args.admin {
+        config.admin.address = admin;
+    }
     if let Some(cores) = args.cores {
         config.runtime.cores = cores.0.iter().map(|core| core.0).collect();
     }
@@ -251,12 +258,35 @@ fn solo(args: SoloArgs) -> Result<i32> {
         signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
+    let started_at = std::time::SystemTime::now();
+    let mut admin_config = config.clone();
+    let admin_address = config.admin.address;
     let server = tachyon_net::runtime::start(config, &plan)?;
+    admin_config.transport.amps_tcp = server.amps_address;
+    let admin = match tachyon_net::admin::start(tachyon_net::admin::AdminContext {
+        address: admin_address,
+        control_core: plan.control_plane,
+        stats: server.stats.clone(),
+        journal: server.journal.clone(),
+        config: std::sync::Arc::new(admin_config),
+        placement: plan.to_string(),
+        started_at,
+        version: env!("CARGO_PKG_VERSION"),
+    }) {
+        Ok(admin) => admin,
+        Err(error) => {
+            server.stop();
+            return Err(error).context("cannot start the admin API");
+        }
+    };
+    info!(address = %admin.address(), "admin API on http://{}/health, /amps/instance, /metrics", admin.address());
     let mut signals = signals;
     if let Some(signal) = signals.forever().next() {
         info!(signal, "stop requested: draining connections");
     }
+    admin.set_shutting_down();
     server.stop();
+    admin.stop();
     drop(data_dir);
     info!("tachyon solo stopped cleanly");
     Ok(0)

@@ -160,7 +160,7 @@ pub struct SubscriptionRecord {
     /// Whether deliveries are paused.
     pub paused: bool,
     /// A bookmark subscription's starting point (replay from the transaction log).
-    pub bookmark: Option<BookmarkSpec>,
+    pub bookmark: Option<Box<BookmarkSpec>>,
 }
 
 /// The ids and ack types of a command, owned, for replies produced on another shard.
@@ -486,10 +486,10 @@ impl Session {
             ));
         }
         let bookmark = match header.get(Key::Bookmark) {
-            Some(text) => Some(
+            Some(text) => Some(Box::new(
                 BookmarkSpec::parse(&text.to_bytes())
                     .map_err(|error| refuse(Reason::InvalidBookmark, error.to_string()))?,
-            ),
+            )),
             None => None,
         };
         let sub_id = match header.get(Key::SubId).or(header.get(Key::CommandId)) {

@@ -63,6 +63,25 @@ pub struct Config {
     pub sow: SowConfig,
     /// The transaction log: which topics are journaled and how.
     pub journal: JournalToml,
+    /// The admin and monitoring HTTP API.
+    pub admin: AdminConfig,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens (health, statistics, Prometheus metrics). Loopback by
+    /// default: it has no authentication.
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 1610)),
+        }
+    }
 }
 
 /// The `[journal]` table. With no `topics` nothing is journaled and no journal is opened.
@@ -372,6 +391,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sow: SowConfig::default(),
             journal: JournalToml::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

@@ -664,7 +664,7 @@ async fn handle_frame(
                 topic: record.topic,
                 options: record.options,
                 paused: record.paused,
-                spec: record.bookmark.expect("matched above"),
+                spec: *record.bookmark.expect("matched above"),
                 ack: OwnedAckTarget::new(&target),
             };
             // Its acks come from the journal's shard, ordered with the replayed messages.

@@ -178,7 +178,8 @@ impl Shard {
             .journal
             .as_ref()
             .expect("called on the journal's shard");
-        if let Some(failure) = service.failure.borrow().clone() {
+        let failure = service.failure.borrow().clone();
+        if let Some(failure) = failure {
             let refusal = refuse(Reason::TxStoreFailure, failure);
             let mut bytes = Vec::new();
             reply::write_persisted_ack_for(

@@ -145,6 +145,16 @@ pub(crate) struct Undurable {
     pub deliverable: bool,
 }
 
+/// Cancel flags of the replays in progress, by connection and subscription.
+pub(crate) type ReplayCancels = HashMap<(ConnectionId, SubId), std::rc::Rc<Cell<bool>>>;
+
+/// What a shard gets of the journal when it starts: the service (shard 0 only, when any topic
+/// is journaled) and the state every shard reads.
+pub(crate) struct ShardJournal {
+    pub service: Option<JournalService>,
+    pub shared: std::sync::Arc<JournalShared>,
+}
+
 /// Who holds a client name.
 #[derive(Debug, Clone)]
 pub(crate) struct NameHolder {
@@ -183,7 +193,7 @@ pub(crate) struct JournalService {
     /// poll it.
     pub durable_generation: Cell<u64>,
     /// Replays in progress, by connection and subscription; set to true to cancel one.
-    pub replays: RefCell<HashMap<(ConnectionId, SubId), std::rc::Rc<Cell<bool>>>>,
+    pub replays: RefCell<ReplayCancels>,
     /// The failure that poisoned the journal, as clients and logs see it.
     pub failure: RefCell<Option<String>>,
     /// Reused buffer for encoding [`RecordHeaders`].

@@ -7,7 +7,7 @@
 //! flag; each shard stops accepting, lets its connections send what is queued, and exits.
 
 use crate::config::Config;
-use crate::journal::{JournalService, JournalShared};
+use crate::journal::{JournalService, JournalShared, ShardJournal};
 use crate::mesh::MeshBuilders;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
@@ -76,6 +76,8 @@ pub struct RunningServer {
     pub amps_address: SocketAddr,
     /// Each shard's counters.
     pub stats: Vec<Arc<ShardStats>>,
+    /// What every thread may read about the transaction log.
+    pub journal: Arc<JournalShared>,
 }
 
 fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -172,6 +174,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         shutdown,
         amps_address: address,
         stats,
+        journal: journal_shared,
     };
     for _ in 0..shard_count {
         match ready_receiver.recv() {
@@ -278,8 +281,10 @@ async fn run_shard(
         stats,
         shutdown.clone(),
         lanes,
-        journal,
-        journal_shared,
+        ShardJournal {
+            service: journal,
+            shared: journal_shared,
+        },
     ));
     if shard.journal.is_some() {
         shard.spawn_journal_completions();

@@ -12,6 +12,7 @@ use crate::connection::Connection;
 use crate::guaranteed::Admission;
 use crate::journal::{
     JournalService, JournalShared, JournaledTopics, LogonVerdict, Origin, RecordHeaders,
+    ShardJournal,
 };
 use crate::mesh::{ControlLane, DeliveryLane, LaneReceivers, LaneSenders, PublishLane, ReplyToken};
 use crate::stats::ShardStats;
@@ -74,9 +75,12 @@ impl Shard {
         stats: Arc<ShardStats>,
         shutdown: Arc<AtomicBool>,
         lanes: Option<LaneSenders>,
-        journal: Option<JournalService>,
-        journal_shared: Arc<JournalShared>,
+        journal: ShardJournal,
     ) -> Shard {
+        let ShardJournal {
+            service: journal,
+            shared: journal_shared,
+        } = journal;
         let sow_topics = config
             .sow
             .topic_configs()

@@ -127,6 +127,8 @@ class Server:
             f"amps_tcp = \"{self.host}:{self.port}\"\n"
             f"[runtime]\n"
             f"shards = {self.shards}\n"
+            f"[admin]\n"
+            f"address = \"127.0.0.1:0\"\n"
             + (f"\n{self.extra_toml}\n" if self.extra_toml else "")
         )
 

@@ -64,6 +64,39 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
         family(&mut out, name, help, MetricKind::Gauge);
         let _ = writeln!(out, "{name} {value}");
     }
+    if let Some(process) = snapshot.process {
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "tachyon_memory_resident_bytes",
+                "Resident memory of the process (VmRSS).",
+                process.resident_bytes,
+            ),
+            (
+                "tachyon_memory_resident_peak_bytes",
+                "Peak resident memory of the process (VmHWM).",
+                process.resident_peak_bytes,
+            ),
+            (
+                "tachyon_memory_virtual_bytes",
+                "Virtual memory of the process (VmSize).",
+                process.virtual_bytes,
+            ),
+            (
+                "tachyon_memory_locked_bytes",
+                "Memory locked by mlock or mlockall (VmLck).",
+                process.locked_bytes,
+            ),
+            (
+                "tachyon_threads",
+                "Threads in the process.",
+                process.threads,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut out, name, help, MetricKind::Gauge);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     family(
         &mut out,
         "tachyon_build_info",

@@ -8,7 +8,7 @@
 //! It must never run on a data-plane core, never block a shard, and never hold message contents.
 //!
 //! `mod.rs` starts and stops the thread; `http` routes requests; `snapshot` reads the counters
-//! once per request; `tree` renders the JSON tree; `metrics` renders the Prometheus text.
+//! (and the process's memory from `/proc/self/status`) once per request; `tree` renders the JSON tree; `metrics` renders the Prometheus text.
 
 mod http;
 mod metrics;
@@ -98,6 +98,7 @@ pub struct AdminServer {
 
 /// What the request handlers share: the context plus the admin server's own state.
 pub(crate) struct AdminState {
+    /// What the binary handed over.
     pub(crate) context: AdminContext,
     /// The address actually bound (the real port when the context asked for port 0).
     pub(crate) address: SocketAddr,
@@ -177,7 +178,7 @@ impl AdminServer {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Stops serving: open requests get [`DRAIN_DEADLINE`] to finish, then the thread is joined.
+    /// Stops serving: open requests get two seconds to finish, then the thread is joined.
     pub fn stop(mut self) {
         self.shut_down();
     }

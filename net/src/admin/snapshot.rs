@@ -127,6 +127,56 @@ pub(crate) struct JournalSnapshot {
     pub(crate) durable_up_to: u64,
 }
 
+/// The process's memory and threads as the kernel reports them (`/proc/self/status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProcessSnapshot {
+    /// Resident set size (`VmRSS`).
+    pub(crate) resident_bytes: u64,
+    /// Peak resident set size (`VmHWM`).
+    pub(crate) resident_peak_bytes: u64,
+    /// Virtual memory size (`VmSize`).
+    pub(crate) virtual_bytes: u64,
+    /// Memory locked with mlock/mlockall (`VmLck`).
+    pub(crate) locked_bytes: u64,
+    /// Threads in the process.
+    pub(crate) threads: u64,
+}
+
+impl ProcessSnapshot {
+    /// Reads `/proc/self/status`; `None` where procfs is not mounted.
+    fn read() -> Option<ProcessSnapshot> {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .map(|status| ProcessSnapshot::parse(&status))
+    }
+
+    /// Parses the `Key:\tvalue [kB]` lines of `/proc/<pid>/status`; missing keys read as 0.
+    pub(crate) fn parse(status: &str) -> ProcessSnapshot {
+        let mut process = ProcessSnapshot::default();
+        for line in status.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let mut words = value.split_whitespace();
+            let number: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let bytes = if words.next() == Some("kB") {
+                number.saturating_mul(1024)
+            } else {
+                number
+            };
+            match key {
+                "VmRSS" => process.resident_bytes = bytes,
+                "VmHWM" => process.resident_peak_bytes = bytes,
+                "VmSize" => process.virtual_bytes = bytes,
+                "VmLck" => process.locked_bytes = bytes,
+                "Threads" => process.threads = number,
+                _ => {}
+            }
+        }
+        process
+    }
+}
+
 /// Everything a request reports, read once.
 pub(crate) struct Snapshot {
     /// One entry per shard, indexed by shard number.
@@ -137,6 +187,8 @@ pub(crate) struct Snapshot {
     pub(crate) started_at: SystemTime,
     /// Time since `started_at` (zero if the clock went backwards).
     pub(crate) uptime: Duration,
+    /// Memory and threads, when procfs can say.
+    pub(crate) process: Option<ProcessSnapshot>,
 }
 
 impl Snapshot {
@@ -167,6 +219,7 @@ impl Snapshot {
             uptime: SystemTime::now()
                 .duration_since(context.started_at)
                 .unwrap_or_default(),
+            process: ProcessSnapshot::read(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! Tests that start a server hold [`SERVER_LOCK`], so the one that inspects the
 //! `tachyon-admin` thread in `/proc` sees only its own.
 
-use super::snapshot::{MetricKind, Snapshot, SHARD_COUNTERS};
+use super::snapshot::{MetricKind, ProcessSnapshot, Snapshot, SHARD_COUNTERS};
 use super::{metrics, start, tree, AdminContext, AdminError, AdminServer, THREAD_NAME};
 use crate::config::{Config, FaultToml, SowTopicToml};
 use crate::journal::JournalShared;
@@ -336,6 +336,24 @@ fn metrics_text_parses_and_carries_every_counter_per_shard() {
         }
     }
     assert!(scrape.docs.contains_key("tachyon_bytes_out_total"));
+    assert!(exposition.samples["tachyon_memory_resident_bytes"] > 0.0);
+    assert!(exposition.samples["tachyon_threads"] >= 1.0);
+}
+
+#[test]
+fn process_status_is_read_in_bytes() {
+    let status = "Name:\ttest\nVmSize:\t    3908 kB\nVmLck:\t       4 kB\nVmHWM:\t    2088 kB\nVmRSS:\t    2000 kB\nThreads:\t7\nbad line\n";
+    assert_eq!(
+        ProcessSnapshot::parse(status),
+        ProcessSnapshot {
+            resident_bytes: 2000 * 1024,
+            resident_peak_bytes: 2088 * 1024,
+            virtual_bytes: 3908 * 1024,
+            locked_bytes: 4 * 1024,
+            threads: 7,
+        }
+    );
+    assert_eq!(ProcessSnapshot::parse(""), ProcessSnapshot::default());
 }
 
 #[test]
@@ -497,6 +515,8 @@ fn serves_every_endpoint_over_http() {
     assert_eq!(instance["transports"][0]["address"], "127.0.0.1:19007");
     assert_eq!(instance["config"]["journal"]["topics"][0], "orders");
     assert_eq!(instance["config"]["admin"]["address"], address.to_string());
+    assert!(instance["memory"]["resident_bytes"].as_u64().unwrap() > 0);
+    assert!(instance["memory"]["threads"].as_u64().unwrap() >= 2);
     let processors = instance["processors"].as_array().unwrap();
     assert_eq!(processors.len(), 2);
     for (shard, processor) in processors.iter().enumerate() {

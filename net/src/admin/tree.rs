@@ -35,6 +35,15 @@ fn instance(state: &AdminState, snapshot: &Snapshot) -> Value {
     let mut totals = Map::new();
     insert_values(&mut totals, &snapshot.totals());
     let journal = snapshot.journal;
+    let memory = snapshot.process.map(|process| {
+        json!({
+            "resident_bytes": process.resident_bytes,
+            "resident_peak_bytes": process.resident_peak_bytes,
+            "virtual_bytes": process.virtual_bytes,
+            "locked_bytes": process.locked_bytes,
+            "threads": process.threads,
+        })
+    });
     json!({
         "version": context.version,
         "started_at": rfc3339(snapshot.started_at),
@@ -60,6 +69,7 @@ fn instance(state: &AdminState, snapshot: &Snapshot) -> Value {
             "durable_up_to": journal.durable_up_to,
         },
         "totals": totals,
+        "memory": memory,
         "config": config(&context.config, state.address),
     })
 }
