@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The full latency benchmark suite (README: "Performance"): every scenario at its default
 # durations against Tachyon, the raw TCP relay (the floor) and NATS, in one run, so the ratios
-# come from the same conditions. Writes everything under perf/results/<UTC timestamp>/:
+# come from the same conditions. The persisted-ack scenario's Tachyon keeps its transaction log
+# in a fresh directory under target/ (the real disk, never tmpfs; removed afterwards). Writes
+# everything under perf/results/<UTC timestamp>/:
 #
 #   report.txt     the printed tables, ratios and notes (stdout and stderr)
 #   results.json   environment, settings, every result, every ratio
@@ -12,7 +14,7 @@
 #                  O_DIRECT bandwidth, recovery scan speed (`tachyon-bench journal`)
 #   journal.json   the same as JSON
 #
-#   ci/bench.sh                       everything (~5 minutes of measurement)
+#   ci/bench.sh                       everything (~6 minutes of measurement)
 #   ci/bench.sh pubsub filtered       only these scenarios (the journal is still measured)
 #   BENCH_JOURNAL=0 ci/bench.sh       skip the journal measurements
 #   STRICT=1 ci/bench.sh              exit non-zero if a rate was missed or messages were lost
@@ -47,7 +49,7 @@ scenarios=("$@")
 
 status=0
 target/release/tachyon-bench scenario "${scenarios[@]}" \
-    --tachyon-bin target/release/tachyon \
+    --tachyon-bin target/release/tachyon --journal-dir target \
     --json "$out/results.json" --hdr-dir "$out/hdr" --plot "$out/latency.svg" \
     "${strict[@]}" 2>&1 | tee "$out/report.txt" || status=$?
 

@@ -98,6 +98,11 @@ struct SoloArgs {
     /// (overrides [admin] address; port 0 picks a free port, logged at start-up).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Start even if the transaction log is damaged before its tail, dropping everything from
+    /// the damage on (the log names file and offset; overrides [journal]
+    /// allow_truncate_corruption). Without it such damage stops start-up.
+    #[arg(long)]
+    allow_truncate_corruption: bool,
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, env = "TACHYON_LOG", default_value = "info")]
     log: String,
@@ -214,6 +219,9 @@ fn solo(args: SoloArgs) -> Result<i32> {
     }
     if let Some(spin) = args.spin_before_park_us {
         config.runtime.spin_before_park_us = spin;
+    }
+    if args.allow_truncate_corruption {
+        config.journal.allow_truncate_corruption = true;
     }
     if let Some(admin) = args.admin {
         config.admin.address = admin;

@@ -340,6 +340,7 @@ impl Shard {
 
     /// The task that turns completed writes into persisted acks and durable deliveries.
     pub(crate) fn spawn_journal_completions(self: &Rc<Self>) {
+        self.spawn_persisted_ack_conflation();
         let shard = self.clone();
         glommio::spawn_local(async move {
             let service = shard
@@ -409,10 +410,14 @@ impl Shard {
                 durable.push((entry.sequence, entry.message, entry.deliverable));
             }
         }
-        for (connection, client_sequence) in conflated {
-            let mut bytes = Vec::with_capacity(64);
-            reply::write_persisted_ack(&mut bytes, client_sequence, Outcome::Success);
-            self.send_frames(connection, bytes, None).await;
+        if self.config.journal.persisted_ack_interval_ms == 0 {
+            self.send_persisted_acks(conflated).await;
+        } else {
+            let mut backlog = service.ack_backlog.borrow_mut();
+            for (connection, client_sequence) in conflated {
+                let entry = backlog.entry(connection).or_insert(0);
+                *entry = (*entry).max(client_sequence);
+            }
         }
         for (connection, ack) in flushes {
             let mut bytes = Vec::with_capacity(96);
@@ -431,6 +436,38 @@ impl Shard {
                 service.routed_up_to.set(sequence);
             }
         }
+    }
+
+    /// Sends one success persisted ack per connection, naming its highest durable sequence.
+    async fn send_persisted_acks(&self, conflated: HashMap<ConnectionId, u64>) {
+        for (connection, client_sequence) in conflated {
+            let mut bytes = Vec::with_capacity(64);
+            reply::write_persisted_ack(&mut bytes, client_sequence, Outcome::Success);
+            self.send_frames(connection, bytes, None).await;
+        }
+    }
+
+    /// With `persisted_ack_interval_ms` set: sends the backlog of persisted acks each interval.
+    fn spawn_persisted_ack_conflation(self: &Rc<Self>) {
+        let interval = Duration::from_millis(self.config.journal.persisted_ack_interval_ms);
+        if interval.is_zero() {
+            return;
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let service = shard
+                .journal
+                .as_ref()
+                .expect("spawned on the journal's shard");
+            loop {
+                glommio::timer::sleep(interval).await;
+                let backlog = std::mem::take(&mut *service.ack_backlog.borrow_mut());
+                if !backlog.is_empty() {
+                    shard.send_persisted_acks(backlog).await;
+                }
+            }
+        })
+        .detach();
     }
 
     /// Delivers a message that just became durable to the live bookmark subscriptions.
@@ -478,6 +515,9 @@ impl Shard {
             .set(service.durable_generation.get() + 1);
         let refusal = refuse(Reason::TxStoreFailure, cause);
         let waiters: Vec<Waiter> = service.waiters.borrow_mut().drain(..).collect();
+        // Acks already earned before the failure still go out as successes.
+        let earned = std::mem::take(&mut *service.ack_backlog.borrow_mut());
+        self.send_persisted_acks(earned).await;
         service.undurable.borrow_mut().clear();
         let mut conflated: HashMap<ConnectionId, u64> = HashMap::new();
         for waiter in waiters {

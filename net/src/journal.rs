@@ -198,6 +198,9 @@ pub(crate) struct JournalService {
     pub failure: RefCell<Option<String>>,
     /// Reused buffer for encoding [`RecordHeaders`].
     pub headers_scratch: RefCell<Vec<u8>>,
+    /// Persisted acks waiting for the conflation interval: the highest durable client sequence
+    /// per connection.
+    pub ack_backlog: RefCell<HashMap<ConnectionId, u64>>,
 }
 
 impl JournalService {
@@ -227,6 +230,7 @@ impl JournalService {
             replays: RefCell::new(HashMap::new()),
             failure: RefCell::new(None),
             headers_scratch: RefCell::new(Vec::with_capacity(256)),
+            ack_backlog: RefCell::new(HashMap::new()),
         }
     }
 

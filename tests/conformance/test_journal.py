@@ -378,3 +378,24 @@ def test_a_failed_sync_fails_waiting_publishers_and_refuses_later_ones(server, r
     assert ack.get("status") == "failure" and ack.get("reason") == "tx store failure", ack
     persisted, _ = conn.read_until(lambda f: f.c == "ack" and f.get("a") == "persisted", 5)
     assert persisted.get("status") == "failure", persisted
+
+
+@pytest.mark.server_toml(JOURNAL_TOML + "persisted_ack_interval_ms = 300\n")
+def test_persisted_acks_are_conflated_over_the_configured_interval(server, raw):
+    conn = raw()
+    conn.logon(unique_name("conflated"))
+    for s in range(1, 101):
+        conn.publish("orders", b'{"i":1}', a="persisted", s=s)
+        if s % 10 == 0:
+            time.sleep(0.01)  # several write groups
+    acks = []
+    deadline = time.monotonic() + 5
+    while (not acks or int(acks[-1].get("s")) < 100) and time.monotonic() < deadline:
+        frame = conn.read_frame(5)
+        if frame.c == "ack" and frame.get("a") == "persisted":
+            acks.append(frame)
+    assert acks and int(acks[-1].get("s")) == 100, acks
+    assert all(a.get("status") == "success" for a in acks)
+    sequences = [int(a.get("s")) for a in acks]
+    assert sequences == sorted(sequences)
+    assert len(acks) <= 3, f"100 publishes over ~0.1 s must conflate into few acks: {sequences}"
