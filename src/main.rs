@@ -3,6 +3,8 @@
 //! This is the edge of the program: arguments are parsed here, errors become `anyhow` messages
 //! for the operator, and the libraries do the work.
 
+mod logging;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -106,6 +108,10 @@ struct SoloArgs {
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, env = "TACHYON_LOG", default_value = "info")]
     log: String,
+    /// Also log to this file, rotated by size (overrides [logging] file; size, count and
+    /// compression come from [logging]).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -142,19 +148,6 @@ fn journal(command: JournalCommand) -> Result<i32> {
     } else {
         1
     })
-}
-
-fn init_logging(filter: &str) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("bad --log filter '{filter}'"))?;
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-    Ok(())
 }
 
 fn sow_dump(args: &SowDumpArgs) -> Result<i32> {
@@ -203,11 +196,15 @@ fn sow_dump(args: &SowDumpArgs) -> Result<i32> {
 }
 
 fn solo(args: SoloArgs) -> Result<i32> {
-    init_logging(&args.log)?;
+    // The config names the log file, so it is read first; its errors go to stderr either way.
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if let Some(file) = &args.log_file {
+        config.logging.file = Some(file.clone());
+    }
+    let log_file = logging::init(&args.log, &config.logging)?;
     if let Some(address) = args.amps_tcp {
         config.transport.amps_tcp = address;
     }
@@ -264,6 +261,7 @@ fn solo(args: SoloArgs) -> Result<i32> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])
     .context("installing signal handlers")?;
     let started_at = std::time::SystemTime::now();
@@ -289,8 +287,20 @@ fn solo(args: SoloArgs) -> Result<i32> {
     };
     info!(address = %admin.address(), "admin API on http://{}/health, /amps/instance, /metrics", admin.address());
     let mut signals = signals;
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGUSR1 {
+            // Log rotation on demand (logrotate's postrotate, or an operator).
+            match &log_file {
+                Some(file) => match file.rotate() {
+                    Ok(()) => info!("log file rotated (SIGUSR1)"),
+                    Err(error) => warn!("log rotation failed: {error}"),
+                },
+                None => info!("SIGUSR1: no log file configured, nothing to rotate"),
+            }
+            continue;
+        }
         info!(signal, "stop requested: draining connections");
+        break;
     }
     admin.set_shutting_down();
     server.stop();

@@ -65,6 +65,33 @@ pub struct Config {
     pub journal: JournalToml,
     /// The admin and monitoring HTTP API.
     pub admin: AdminConfig,
+    /// Where logs go besides stderr.
+    pub logging: LoggingConfig,
+}
+
+/// The `[logging]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Also write logs to this file (relative to the config file's folder), rotating by size.
+    pub file: Option<PathBuf>,
+    /// Rotate when the file would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (the oldest beyond this are removed).
+    pub keep: usize,
+    /// Gzip rotated files in the background.
+    pub compress: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            file: None,
+            max_bytes: 64 << 20,
+            keep: 5,
+            compress: true,
+        }
+    }
 }
 
 /// The `[admin]` table.
@@ -392,6 +419,7 @@ impl Default for Config {
             sow: SowConfig::default(),
             journal: JournalToml::default(),
             admin: AdminConfig::default(),
+            logging: LoggingConfig::default(),
         }
     }
 }
@@ -449,6 +477,18 @@ impl Config {
                 .unwrap_or(Path::new("."));
             config.data_dir = folder.join(&config.data_dir);
         }
+        if let Some(file) = config
+            .logging
+            .file
+            .as_mut()
+            .filter(|file| file.is_relative())
+        {
+            let folder = path
+                .parent()
+                .filter(|folder| !folder.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            *file = folder.join(&*file);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -497,6 +537,13 @@ impl Config {
                 "runtime.io_memory_bytes",
                 self.runtime.io_memory_bytes,
                 ">= 64 KiB",
+            ));
+        }
+        if self.logging.max_bytes < 4096 {
+            return Err(range(
+                "logging.max_bytes",
+                self.logging.max_bytes as usize,
+                ">= 4096",
             ));
         }
         if self.runtime.shards > 1024 {
