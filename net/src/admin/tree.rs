@@ -142,6 +142,12 @@ pub(crate) fn config(config: &Config, admin_address: SocketAddr) -> Value {
             })),
         },
         "admin": { "address": admin_address.to_string() },
+        "logging": {
+            "file": config.logging.file.as_ref().map(|file| file.display().to_string()),
+            "max_bytes": config.logging.max_bytes,
+            "keep": config.logging.keep,
+            "compress": config.logging.compress,
+        },
     })
 }
 
