@@ -326,7 +326,16 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
     loop {
         connection.writer_wake.notified().await;
         loop {
-            let flushed = connection.outbound.borrow_mut().flush(connection.fd);
+            let flushed = {
+                let mut outbound = connection.outbound.borrow_mut();
+                let before = outbound.queued_bytes();
+                let flushed = outbound.flush(connection.fd);
+                ShardStats::add(
+                    &shard.stats.bytes_out,
+                    (before - outbound.queued_bytes()) as u64,
+                );
+                flushed
+            };
             match flushed {
                 Ok(Flushed::All) => {
                     connection.last_sent.set(Instant::now());
@@ -342,7 +351,10 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
                         waiting_copy.extend_from_slice(&front[..front.len().min(64 * 1024)]);
                     }
                     match stream.write(&waiting_copy).await {
-                        Ok(written) => connection.outbound.borrow_mut().consume(written),
+                        Ok(written) => {
+                            ShardStats::add(&shard.stats.bytes_out, written as u64);
+                            connection.outbound.borrow_mut().consume(written)
+                        }
                         Err(error) => {
                             debug!(client = %connection.name(), "write failed: {error}");
                             connection.close(

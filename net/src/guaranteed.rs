@@ -31,6 +31,9 @@ use tracing::{debug, error, info, warn};
 /// Sleep between polls of the journal while a write+sync is in flight.
 const COMPLETION_POLL_INTERVAL: Duration = Duration::from_micros(10);
 
+/// How often live bookmark subscriptions hear how far the log holds what they were sent.
+const BOOKMARK_PERSISTED_ACK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Sleep of a publisher waiting for the disk to catch up (append buffer full).
 const BACKPRESSURE_POLL_INTERVAL: Duration = Duration::from_micros(50);
 
@@ -341,6 +344,7 @@ impl Shard {
     /// The task that turns completed writes into persisted acks and durable deliveries.
     pub(crate) fn spawn_journal_completions(self: &Rc<Self>) {
         self.spawn_persisted_ack_conflation();
+        self.spawn_bookmark_persisted_acks();
         let shard = self.clone();
         glommio::spawn_local(async move {
             let service = shard
@@ -447,6 +451,36 @@ impl Shard {
         }
     }
 
+    /// Tells live bookmark subscriptions that asked for persisted acks how far the log holds
+    /// what they were sent, once per [`BOOKMARK_PERSISTED_ACK_INTERVAL`] when it moved.
+    fn spawn_bookmark_persisted_acks(self: &Rc<Self>) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let service = shard.journal.as_ref().expect("spawned on the journal's shard");
+            loop {
+                glommio::timer::sleep(BOOKMARK_PERSISTED_ACK_INTERVAL).await;
+                let mut due = Vec::new();
+                for ((connection, _), state) in service.bookmark_acks.borrow_mut().iter_mut() {
+                    if state.delivered != state.acked {
+                        state.acked = state.delivered;
+                        let mut bytes = Vec::with_capacity(128);
+                        reply::write_persisted_ack_for(
+                            &mut bytes,
+                            &state.ack.as_target(),
+                            state.delivered,
+                            Outcome::Success,
+                        );
+                        due.push((*connection, bytes));
+                    }
+                }
+                for (connection, bytes) in due {
+                    shard.send_frames(connection, bytes, None).await;
+                }
+            }
+        })
+        .detach();
+    }
+
     /// With `persisted_ack_interval_ms` set: sends the backlog of persisted acks each interval.
     fn spawn_persisted_ack_conflation(self: &Rc<Self>) {
         let interval = Duration::from_millis(self.config.journal.persisted_ack_interval_ms);
@@ -493,6 +527,18 @@ impl Shard {
         // Matched before any await: a replay that reads up to here and then joins the router
         // gets the rest live and none of these twice.
         service.routed_up_to.set(sequence);
+        {
+            let mut acks = service.bookmark_acks.borrow_mut();
+            if !acks.is_empty() {
+                for delivery in &deliveries {
+                    for sub_id in &delivery.sub_ids {
+                        if let Some(state) = acks.get_mut(&(delivery.connection, sub_id.clone())) {
+                            state.delivered = message.bookmark;
+                        }
+                    }
+                }
+            }
+        }
         for delivery in deliveries {
             self.dispatch(delivery, message, None).await;
         }

@@ -201,6 +201,19 @@ pub(crate) struct JournalService {
     /// Persisted acks waiting for the conflation interval: the highest durable client sequence
     /// per connection.
     pub ack_backlog: RefCell<HashMap<ConnectionId, u64>>,
+    /// Live bookmark subscriptions that asked for persisted acks: what they were last sent and
+    /// last told, so a client's bookmark store learns how far the log holds its messages.
+    pub bookmark_acks: RefCell<HashMap<(ConnectionId, SubId), BookmarkAckState>>,
+}
+
+/// A live bookmark subscription's persisted-ack progress.
+#[derive(Debug)]
+pub(crate) struct BookmarkAckState {
+    pub ack: OwnedAckTarget,
+    /// The bookmark of the last message delivered to it.
+    pub delivered: Option<WireBookmark>,
+    /// The bookmark its last persisted ack carried.
+    pub acked: Option<WireBookmark>,
 }
 
 impl JournalService {
@@ -231,6 +244,7 @@ impl JournalService {
             failure: RefCell::new(None),
             headers_scratch: RefCell::new(Vec::with_capacity(256)),
             ack_backlog: RefCell::new(HashMap::new()),
+            bookmark_acks: RefCell::new(HashMap::new()),
         }
     }
 

@@ -11,7 +11,7 @@
 //! connection's queue is below half its budget, so history never turns a healthy client into a
 //! slow consumer.
 
-use crate::journal::{wire_bookmark, RecordHeaders};
+use crate::journal::{wire_bookmark, BookmarkAckState, RecordHeaders};
 use crate::mesh::{ControlLane, DeliveryLane};
 use crate::shard::Shard;
 use std::cell::Cell;
@@ -225,6 +225,16 @@ impl Shard {
             .journal
             .as_ref()
             .expect("called on the journal's shard");
+        if subscription.ack.acks.contains(AckType::Persisted) {
+            service.bookmark_acks.borrow_mut().insert(
+                (subscription.connection, subscription.sub_id.clone()),
+                BookmarkAckState {
+                    ack: subscription.ack.clone(),
+                    delivered: last_sent,
+                    acked: last_sent,
+                },
+            );
+        }
         {
             let mut router = service.bookmark_router.borrow_mut();
             router.add(

@@ -396,6 +396,10 @@ impl Shard {
                 .bookmark_router
                 .borrow_mut()
                 .remove(connection, sub_id);
+            service
+                .bookmark_acks
+                .borrow_mut()
+                .remove(&(connection, sub_id.clone()));
             if let Some(cancel) = service
                 .replays
                 .borrow_mut()

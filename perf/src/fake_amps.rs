@@ -168,7 +168,7 @@ fn serve(
                         format!(
                             r#"{{"c":"ack","a":"persisted","s":{sequence},"status":"failure","reason":"refused by the fake"}}"#
                         )
-                    } else if persisted_publishes % options.persisted_ack_every == 0 {
+                    } else if persisted_publishes.is_multiple_of(options.persisted_ack_every) {
                         format!(
                             r#"{{"c":"ack","a":"persisted","s":{sequence},"status":"success"}}"#
                         )

@@ -4,8 +4,8 @@
 //! requested system × rate × payload size in one invocation, so the ratios between systems come
 //! from the same conditions on a noisy machine. `scenario` runs the named scenarios (pub/sub
 //! fan-out, filtered fan-out, throughput, slow subscriber, persisted acks, SOW queries; see
-//! `scenario.rs`). Both
-//! start and stop each server themselves. See `load.rs` for the method and `report.rs` for what is recorded.
+//! `scenario.rs`). Both start and stop each server themselves. See `load.rs` (and `persisted.rs`)
+//! for the method and `report.rs` for what is recorded.
 //! `journal` measures the transaction log on this machine's disk (see `journal.rs`).
 
 mod amps;

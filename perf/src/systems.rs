@@ -159,13 +159,10 @@ pub fn tachyon_config(data_dir: &Path, address: SocketAddr, params: &ServerParam
     config
 }
 
-/// Refuses a directory on a file system that lives in memory (tmpfs, ramfs), where fdatasync
-/// returns at once; creates the directory when missing.
-pub fn check_real_disk(directory: &Path) -> Result<()> {
-    fs::create_dir_all(directory)
-        .with_context(|| format!("creating the journal directory {}", directory.display()))?;
-    let path = CString::new(directory.as_os_str().as_bytes())
-        .with_context(|| format!("{} contains a NUL byte", directory.display()))?;
+/// The file system type (`statfs` magic number) of `path`.
+fn statfs_kind(path: &Path) -> std::io::Result<u64> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     // SAFETY: statfs(2) reads the NUL-terminated path and writes one `struct statfs` into the
     // zeroed, properly sized and aligned value it is given; both outlive the call.
     let (status, stats) = unsafe {
@@ -174,11 +171,18 @@ pub fn check_real_disk(directory: &Path) -> Result<()> {
         (status, stats)
     };
     if status != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", directory.display()));
+        return Err(std::io::Error::last_os_error());
     }
     // f_type's width differs between architectures; the magic numbers are 32 bits.
-    let kind = (stats.f_type as u64) & 0xffff_ffff;
+    Ok((stats.f_type as u64) & 0xffff_ffff)
+}
+
+/// Refuses a directory on a file system that lives in memory (tmpfs, ramfs), where fdatasync
+/// returns at once; creates the directory when missing.
+pub fn check_real_disk(directory: &Path) -> Result<()> {
+    fs::create_dir_all(directory)
+        .with_context(|| format!("creating the journal directory {}", directory.display()))?;
+    let kind = statfs_kind(directory).with_context(|| format!("statfs {}", directory.display()))?;
     if kind == TMPFS_MAGIC || kind == RAMFS_MAGIC {
         bail!(
             "{} is on {} (memory): an fdatasync there returns at once, so persisted-ack latency \
@@ -301,12 +305,16 @@ pub fn start_with(
             command.arg("solo").arg("--config").arg(&config_path);
             let process = ServerProcess::spawn("tachyon", command, scratch, options.server_core)?;
             let mut running = started(process, address, Protocol::Amps)?;
-            if params.journal_topic.is_some() {
+            if let Some(topic) = params.journal_topic {
                 let Guard::Process(process) = &mut running.guard else {
                     unreachable!("Tachyon runs as a process")
                 };
-                // The journal zero-fills its spare segments in the background after it starts;
-                // measuring before they are ready would time that start-up burst of writes.
+                // The journal zero-fills its spare segments in the background, at start-up and
+                // again when its first message takes one as the first segment; measuring during
+                // either would time a burst of writes that only happens once. So: one message
+                // first, then wait until the spares are all ready again.
+                crate::persisted::prime(address, topic, STARTUP_TIMEOUT)
+                    .context("priming the journal with one persisted publish")?;
                 process.wait_for_spare_segments(&data_dir, SPARE_SEGMENTS_READY_TIMEOUT)?;
                 running.journal_backend = journal_backend_logged(&process.stderr());
             }
@@ -654,6 +662,62 @@ mod tests {
             text.ends_with("\n[[sow.topics]]\ntopic = \"bench-sow\"\nkey_fields = [\"/id\"]\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tachyon_config_carries_the_journal_topic() {
+        let params = ServerParams {
+            journal_topic: Some("bench.persisted"),
+            ..ServerParams::default()
+        };
+        let text = tachyon_config(
+            Path::new("/data"),
+            "127.0.0.1:9007".parse().unwrap(),
+            &params,
+        );
+        assert!(
+            text.ends_with("\n[journal]\ntopics = [\"bench.persisted\"]\n"),
+            "{text}"
+        );
+        assert!(text.starts_with("data_dir = \"/data\"\n"), "{text}");
+    }
+
+    #[test]
+    fn journal_backend_is_read_from_the_start_up_log() {
+        let stderr = "2026-11-22T02:43:06Z  INFO journal: recovered records=0\n\
+            2026-11-22T02:43:06Z  INFO journal: open dir=./data/journal backend=io_uring+O_DIRECT \
+            (registered buffer: true) crc32c=\"sse4.2\" last_sequence=0\n";
+        assert_eq!(
+            journal_backend_logged(stderr).as_deref(),
+            Some("io_uring+O_DIRECT (registered buffer: true)")
+        );
+        assert_eq!(journal_backend_logged("INFO listening\n"), None);
+    }
+
+    #[test]
+    fn memory_file_systems_are_refused_for_the_journal() {
+        let disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        check_real_disk(&disk).unwrap();
+        // /dev/shm is tmpfs on Linux; skip the refusal check where it is not.
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && statfs_kind(shm).ok() == Some(TMPFS_MAGIC) {
+            let error = check_real_disk(shm).unwrap_err();
+            assert!(format!("{error:#}").contains("tmpfs"), "{error:#}");
+            assert!(format!("{error:#}").contains("--journal-dir"), "{error:#}");
+        }
+    }
+
+    #[test]
+    fn scratch_dirs_elsewhere_are_absolute_and_removed() {
+        let scratch = ScratchDir::create_in(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            "test",
+        )
+        .unwrap();
+        let path = scratch.path.clone();
+        assert!(path.is_absolute() && path.is_dir(), "{}", path.display());
+        drop(scratch);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -73,17 +73,83 @@ fn missing_tachyon_binary_fails_fast_with_the_fix() {
 }
 
 #[test]
-fn scenarios_needing_missing_features_skip_and_succeed() {
+fn persisted_ack_without_tachyon_says_why_and_succeeds() {
     let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
-        .args(["scenario", "persisted-ack"])
+        .args(["scenario", "persisted-ack", "--systems", "relay,nats"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(
-        stdout.contains("skipped: needs the transaction log (not built yet)"),
+        stdout.contains("persisted-ack: relay skipped: it keeps nothing"),
         "{stdout}"
     );
+    assert!(stdout.contains("persisted-ack: nats skipped"), "{stdout}");
+}
+
+/// Against the release server, journal on this disk; skipped when the server is not built.
+#[test]
+fn persisted_ack_against_the_release_server_acks_every_message() {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tachyon");
+    if !binary.is_file() {
+        eprintln!("skipped: {} is not built", binary.display());
+        return;
+    }
+    let journal_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("persisted-ack-{}", std::process::id()));
+    let json = journal_dir.join("out.json");
+    std::fs::create_dir_all(&journal_dir).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tachyon-bench"))
+        .args(["scenario", "persisted-ack", "--systems", "tachyon"])
+        .args([
+            "--rate",
+            "2000",
+            "--warmup",
+            "0",
+            "--duration",
+            "200ms",
+            "--no-pin",
+        ])
+        .arg("--tachyon-bin")
+        .arg(&binary)
+        .arg("--journal-dir")
+        .arg(&journal_dir)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("durability adds"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let scenarios: Vec<&str> = results
+        .iter()
+        .map(|result| result["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        scenarios,
+        ["persisted-ack-journal", "persisted-ack-no-journal"]
+    );
+    for result in results {
+        assert_eq!(result["error"], serde_json::Value::Null, "{result}");
+        assert_eq!(result["sent"], 400, "{result}");
+        assert_eq!(result["received"], 400, "{result}");
+        assert_eq!(result["lost"], 0, "{result}");
+        assert_eq!(result["recorded"], 400, "{result}");
+    }
+    assert!(results[0]["journal_backend"].is_string(), "{}", results[0]);
+    // The server's data directories are gone; only the report is left.
+    let left: Vec<_> = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("out.json")]);
+    std::fs::remove_dir_all(&journal_dir).unwrap();
 }
 
 #[test]

@@ -7,10 +7,13 @@
 //! | `GET /health/live` | 200 while the process answers at all (a liveness probe) |
 //! | `GET /amps/instance[/path…]` | the statistics tree, or the subtree at the path |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | `GET /dashboard` | an HTML page that polls `/amps/instance` and `/health` from the browser |
 //!
 //! Anything else is a 404 (or 405 for a known path with another method) with a JSON body that
 //! says what exists. Handlers only read; no route changes the instance yet.
 
+
+use super::dashboard;
 use super::snapshot::Snapshot;
 use super::{metrics, tree, AdminState};
 use axum::extract::{Path, State};
@@ -24,7 +27,14 @@ use std::sync::Arc;
 type SharedState = State<Arc<AdminState>>;
 
 /// The endpoints, as listed by `GET /` and by 404 answers.
-const ENDPOINTS: [&str; 5] = ["/health", "/health/live", "/amps/instance", "/metrics", "/"];
+const ENDPOINTS: [&str; 6] = [
+    "/health",
+    "/health/live",
+    "/amps/instance",
+    "/metrics",
+    "/dashboard",
+    "/",
+];
 
 /// Every route of the admin API.
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
@@ -33,6 +43,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/metrics", get(prometheus))
+        .route("/dashboard", get(dashboard::page))
         .route("/amps", get(tree_root))
         .route("/amps/{*path}", get(subtree))
         .fallback(not_found)

@@ -10,6 +10,7 @@
 //! `mod.rs` starts and stops the thread; `http` routes requests; `snapshot` reads the counters
 //! (and the process's memory from `/proc/self/status`) once per request; `tree` renders the JSON tree; `metrics` renders the Prometheus text.
 
+mod dashboard;
 mod http;
 mod metrics;
 mod snapshot;
