@@ -3,7 +3,8 @@
 #
 # Installs what it needs (Debian packages, cargo-fuzz, a Python virtualenv with the real AMPS
 # client), then: format check, clippy with warnings denied, every Rust test, the conformance suite
-# (journal and crash tests included) and the admin API suite against the release binary, a short
+# (journal, crash, logging and watchdog tests included), the admin API, dashboard (headless
+# Chromium) and JSON Lines suites against the release binary, a short
 # fuzz run of each target, and smoke passes of the latency and journal benchmarks (figures
 # printed, never asserted).
 #
@@ -15,7 +16,7 @@ started=$(date +%s)
 step() { printf '\n== %s (%ds) ==\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "system packages"
-packages=(libhwloc-dev libudev-dev pkg-config nats-server python3-venv fio)
+packages=(libhwloc-dev libudev-dev pkg-config nats-server python3-venv fio curl elfutils chromium fonts-dejavu-core)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -49,6 +50,12 @@ TACHYON_BIN="$PWD/target/release/tachyon" tests/conformance/run.sh
 
 step "admin API (health, statistics tree, Prometheus metrics over real HTTP)"
 TACHYON_BIN="$PWD/target/release/tachyon" tests/admin/run.sh
+
+step "dashboard in headless Chromium"
+TACHYON_REQUIRE_CHROMIUM=1 TACHYON_BIN="$PWD/target/release/tachyon" tests/dashboard/run.sh
+
+step "JSON Lines over HTTP (curl against the binary)"
+TACHYON_BIN="$PWD/target/release/tachyon" tests/jsonl/run.sh
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     step "fuzz (short runs)"

@@ -100,6 +100,10 @@ struct SoloArgs {
     /// (overrides [admin] address; port 0 picks a free port, logged at start-up).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Address of JSON Lines over HTTP: POST /publish, POST /sow, GET /subscribe (overrides
+    /// [jsonl] address; port 0 picks a free port, logged at start-up).
+    #[arg(long, value_name = "ADDR")]
+    jsonl: Option<SocketAddr>,
     /// Start even if the transaction log is damaged before its tail, dropping everything from
     /// the damage on (the log names file and offset; overrides [journal]
     /// allow_truncate_corruption). Without it such damage stops start-up.
@@ -195,6 +199,21 @@ fn sow_dump(args: &SowDumpArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A panic anywhere writes a minidump (with the panicking thread's backtrace) before the
+/// default hook reports it.
+fn install_panic_minidump(folder: PathBuf) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let detail = format!(
+            "panic on thread {:?}: {info}\n\nbacktrace of the panicking thread:\n{}",
+            std::thread::current().name().unwrap_or("?"),
+            std::backtrace::Backtrace::force_capture()
+        );
+        tachyon_net::watchdog::write_minidump(&folder, "panic", &detail);
+        default(info);
+    }));
+}
+
 fn solo(args: SoloArgs) -> Result<i32> {
     // The config names the log file, so it is read first; its errors go to stderr either way.
     let mut config = match &args.config {
@@ -205,6 +224,8 @@ fn solo(args: SoloArgs) -> Result<i32> {
         config.logging.file = Some(file.clone());
     }
     let log_file = logging::init(&args.log, &config.logging)?;
+    let minidump_dir = config.watchdog.minidump_dir.clone();
+    install_panic_minidump(minidump_dir.clone());
     if let Some(address) = args.amps_tcp {
         config.transport.amps_tcp = address;
     }
@@ -222,6 +243,9 @@ fn solo(args: SoloArgs) -> Result<i32> {
     }
     if let Some(admin) = args.admin {
         config.admin.address = admin;
+    }
+    if let Some(jsonl) = args.jsonl {
+        config.jsonl.address = jsonl;
     }
     if let Some(cores) = args.cores {
         config.runtime.cores = cores.0.iter().map(|core| core.0).collect();
@@ -262,13 +286,29 @@ fn solo(args: SoloArgs) -> Result<i32> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGQUIT,
     ])
     .context("installing signal handlers")?;
     let started_at = std::time::SystemTime::now();
     let mut admin_config = config.clone();
+    let watchdog_config = config.watchdog.clone();
     let admin_address = config.admin.address;
+    let jsonl_address = config.jsonl.address;
     let server = tachyon_net::runtime::start(config, &plan)?;
     admin_config.transport.amps_tcp = server.amps_address;
+    let jsonl = match tachyon_net::jsonl::start(tachyon_net::jsonl::JsonlContext {
+        address: jsonl_address,
+        amps_address: server.amps_address,
+        control_core: plan.control_plane,
+    }) {
+        Ok(jsonl) => jsonl,
+        Err(error) => {
+            server.stop();
+            return Err(error).context("cannot start the JSON Lines server");
+        }
+    };
+    info!(address = %jsonl.address(), "JSON Lines on http://{}", jsonl.address());
+    admin_config.jsonl.address = jsonl.address();
     let admin = match tachyon_net::admin::start(tachyon_net::admin::AdminContext {
         address: admin_address,
         control_core: plan.control_plane,
@@ -281,13 +321,24 @@ fn solo(args: SoloArgs) -> Result<i32> {
     }) {
         Ok(admin) => admin,
         Err(error) => {
+            jsonl.stop();
             server.stop();
             return Err(error).context("cannot start the admin API");
         }
     };
+    let watchdog = tachyon_net::watchdog::Watchdog::start(server.stats.clone(), watchdog_config)
+        .context("cannot start the watchdog thread")?;
     info!(address = %admin.address(), "admin API on http://{}/health, /amps/instance, /metrics", admin.address());
     let mut signals = signals;
     for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGQUIT {
+            tachyon_net::watchdog::write_minidump(
+                &minidump_dir,
+                "SIGQUIT",
+                "requested with SIGQUIT",
+            );
+            continue;
+        }
         if signal == signal_hook::consts::SIGUSR1 {
             // Log rotation on demand (logrotate's postrotate, or an operator).
             match &log_file {
@@ -303,6 +354,8 @@ fn solo(args: SoloArgs) -> Result<i32> {
         break;
     }
     admin.set_shutting_down();
+    watchdog.stop();
+    jsonl.stop();
     server.stop();
     admin.stop();
     drop(data_dir);

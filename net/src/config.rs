@@ -67,6 +67,52 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where logs go besides stderr.
     pub logging: LoggingConfig,
+    /// The stuck-shard watchdog and minidumps.
+    pub watchdog: WatchdogConfig,
+    /// JSON Lines over HTTP (publish, SOW queries and subscriptions for curl and scripts).
+    pub jsonl: JsonlConfig,
+}
+
+/// The `[jsonl]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonlConfig {
+    /// Where the JSON Lines HTTP interface listens (loopback by default: no authentication).
+    pub address: SocketAddr,
+}
+
+impl Default for JsonlConfig {
+    fn default() -> Self {
+        JsonlConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 1603)),
+        }
+    }
+}
+
+/// The `[watchdog]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// A shard whose loop has not run for this long is logged as stuck (repeating each second).
+    pub stuck_after_ms: u64,
+    /// A shard stuck this long gets one minidump per episode.
+    pub minidump_after_seconds: u64,
+    /// Where minidumps are written (also on SIGQUIT, on the admin action and on a panic).
+    pub minidump_dir: PathBuf,
+    /// Testing only: a publish to topic `tachyon.debug.block-shard` with payload
+    /// `{"ms":N}` blocks the receiving shard's thread for N ms.
+    pub debug_block_command: bool,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            stuck_after_ms: 2_000,
+            minidump_after_seconds: 60,
+            minidump_dir: PathBuf::from("/tmp"),
+            debug_block_command: false,
+        }
+    }
 }
 
 /// The `[logging]` table.
@@ -420,6 +466,8 @@ impl Default for Config {
             journal: JournalToml::default(),
             admin: AdminConfig::default(),
             logging: LoggingConfig::default(),
+            watchdog: WatchdogConfig::default(),
+            jsonl: JsonlConfig::default(),
         }
     }
 }
@@ -470,24 +518,21 @@ impl Config {
             path: path.to_path_buf(),
             message: error.to_string(),
         })?;
+        // Relative paths in the file are relative to the file, so a config moves with its data.
+        let folder = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
-            let folder = path
-                .parent()
-                .filter(|folder| !folder.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
             config.data_dir = folder.join(&config.data_dir);
         }
-        if let Some(file) = config
-            .logging
-            .file
-            .as_mut()
-            .filter(|file| file.is_relative())
-        {
-            let folder = path
-                .parent()
-                .filter(|folder| !folder.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            *file = folder.join(&*file);
+        if config.watchdog.minidump_dir.is_relative() {
+            config.watchdog.minidump_dir = folder.join(&config.watchdog.minidump_dir);
+        }
+        if let Some(file) = config.logging.file.as_mut() {
+            if file.is_relative() {
+                *file = folder.join(&*file);
+            }
         }
         config.validate()?;
         Ok(config)
@@ -537,6 +582,13 @@ impl Config {
                 "runtime.io_memory_bytes",
                 self.runtime.io_memory_bytes,
                 ">= 64 KiB",
+            ));
+        }
+        if self.watchdog.stuck_after_ms < 200 {
+            return Err(range(
+                "watchdog.stuck_after_ms",
+                self.watchdog.stuck_after_ms as usize,
+                ">= 200 (shards stamp progress every 100 ms)",
             ));
         }
         if self.logging.max_bytes < 4096 {

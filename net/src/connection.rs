@@ -525,6 +525,12 @@ async fn handle_frame(
                     .unwrap_or(0),
                 persisted_ack: target.acks.contains(AckType::Persisted),
             };
+            if shard.config.watchdog.debug_block_command
+                && message.topic() == DEBUG_BLOCK_TOPIC.as_bytes()
+            {
+                block_for_debugging(shard, connection, message.payload());
+                return Ok(());
+            }
             let journaled = shard.journaled.contains(message.topic());
             if journaled && shard.journal_shared.has_failed() {
                 let refused = refusal(
@@ -747,6 +753,32 @@ async fn handle_frame(
         }
     }
     Ok(())
+}
+
+/// The topic of the testing-only command that blocks a shard (`[watchdog] debug_block_command`).
+const DEBUG_BLOCK_TOPIC: &str = "tachyon.debug.block-shard";
+
+/// Longest block the debug command may ask for.
+const DEBUG_BLOCK_MS_MAX: u64 = 600_000;
+
+/// Blocks this shard's thread as the watchdog test asks: nothing else on the shard runs.
+fn block_for_debugging(shard: &Shard, connection: &Connection, payload: &[u8]) {
+    let ms = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| {
+            let digits: String = text
+                .split("\"ms\"")
+                .nth(1)?
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        .min(DEBUG_BLOCK_MS_MAX);
+    warn!(client = %connection.name(), shard = %shard.id, ms, "debug command: blocking this shard's thread");
+    std::thread::sleep(Duration::from_millis(ms));
 }
 
 /// Answers a refused command with a failure ack (always a processed one: a refusal is never

@@ -11,6 +11,7 @@ pub mod config;
 mod connection;
 mod guaranteed;
 pub mod journal;
+pub mod jsonl;
 mod mesh;
 mod notify;
 mod outbound;
@@ -23,6 +24,8 @@ mod shard;
 pub mod sow;
 mod sow_recovery;
 pub mod stats;
+pub mod watchdog;
+pub mod minidump;
 
 pub use config::{Config, ConfigError, TopicRouting};
 pub use runtime::{RunningServer, StartError};

@@ -316,6 +316,13 @@ async fn run_shard(
     let _ = ready.send((id.index(), Ok(())));
     let mut next_retention = Instant::now() + RETENTION_INTERVAL;
     while !shutdown.load(Ordering::Acquire) {
+        shard.stats.last_active_unix_ms.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as u64)
+                .unwrap_or(1),
+            Ordering::Relaxed,
+        );
         glommio::timer::sleep(TICK).await;
         let now = Instant::now();
         for connection in shard.connections() {

@@ -30,6 +30,9 @@ pub struct ShardStats {
     pub slow_consumers_disconnected: AtomicU64,
     /// Connections closed for missing heartbeats or logon.
     pub timeouts: AtomicU64,
+    /// When the shard's loop last ran (milliseconds since the Unix epoch; 0 before it started):
+    /// the watchdog's evidence of progress.
+    pub last_active_unix_ms: AtomicU64,
 }
 
 impl ShardStats {

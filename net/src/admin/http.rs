@@ -12,7 +12,6 @@
 //! Anything else is a 404 (or 405 for a known path with another method) with a JSON body that
 //! says what exists. Handlers only read; no route changes the instance yet.
 
-
 use super::dashboard;
 use super::snapshot::Snapshot;
 use super::{metrics, tree, AdminState};
@@ -27,8 +26,9 @@ use std::sync::Arc;
 type SharedState = State<Arc<AdminState>>;
 
 /// The endpoints, as listed by `GET /` and by 404 answers.
-const ENDPOINTS: [&str; 6] = [
+const ENDPOINTS: [&str; 7] = [
     "/health",
+    "POST /amps/administrator/minidump",
     "/health/live",
     "/amps/instance",
     "/metrics",
@@ -44,6 +44,10 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/health/live", get(live))
         .route("/metrics", get(prometheus))
         .route("/dashboard", get(dashboard::page))
+        .route(
+            "/amps/administrator/minidump",
+            axum::routing::post(minidump),
+        )
         .route("/amps", get(tree_root))
         .route("/amps/{*path}", get(subtree))
         .fallback(not_found)
@@ -89,6 +93,28 @@ async fn health(State(state): SharedState) -> Response {
         status,
         &json!({ "status": word, "live": true, "reasons": reasons }),
     )
+}
+
+/// The admin action that writes a minidump (thread states and backtraces, no message
+/// contents) into `[watchdog] minidump_dir` and answers with its path.
+async fn minidump(State(state): SharedState) -> Response {
+    let folder = state.context.config.watchdog.minidump_dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        crate::watchdog::write_minidump(&folder, "admin request", "requested over the admin API")
+    })
+    .await
+    .ok()
+    .flatten();
+    match written {
+        Some(path) => json_response(
+            StatusCode::OK,
+            &json!({"status": "written", "path": path.display().to_string()}),
+        ),
+        None => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"status": "failed", "error": "the minidump could not be written; the server log says why"}),
+        ),
+    }
 }
 
 async fn live() -> Response {

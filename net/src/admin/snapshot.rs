@@ -42,7 +42,7 @@ impl ShardCounter {
 
 /// Every [`ShardStats`] field, in declaration order. A test compares this table with the struct,
 /// so a counter added there and forgotten here fails the build's tests, not an operator.
-pub(crate) const SHARD_COUNTERS: [ShardCounter; 11] = [
+pub(crate) const SHARD_COUNTERS: [ShardCounter; 12] = [
     ShardCounter {
         name: "connections_accepted",
         kind: MetricKind::Counter,
@@ -108,6 +108,12 @@ pub(crate) const SHARD_COUNTERS: [ShardCounter; 11] = [
         kind: MetricKind::Counter,
         help: "Connections closed for missing heartbeats or logon.",
         read: |stats| &stats.timeouts,
+    },
+    ShardCounter {
+        name: "last_active_unix_ms",
+        kind: MetricKind::Gauge,
+        help: "When the shard's loop last ran (ms since the Unix epoch); the watchdog's progress stamp.",
+        read: |stats| &stats.last_active_unix_ms,
     },
 ];
 

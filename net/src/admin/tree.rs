@@ -142,6 +142,13 @@ pub(crate) fn config(config: &Config, admin_address: SocketAddr) -> Value {
             })),
         },
         "admin": { "address": admin_address.to_string() },
+        "jsonl": { "address": config.jsonl.address.to_string() },
+        "watchdog": {
+            "stuck_after_ms": config.watchdog.stuck_after_ms,
+            "minidump_after_seconds": config.watchdog.minidump_after_seconds,
+            "minidump_dir": config.watchdog.minidump_dir.display().to_string(),
+            "debug_block_command": config.watchdog.debug_block_command,
+        },
         "logging": {
             "file": config.logging.file.as_ref().map(|file| file.display().to_string()),
             "max_bytes": config.logging.max_bytes,
