@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 mod connection;
+mod control_thread;
 mod guaranteed;
 pub mod journal;
 pub mod jsonl;

@@ -7,28 +7,5 @@
 #      TACHYON_VENV  virtualenv with pytest (default <repo>/.venv, as tests/conformance/run.sh makes it)
 # Needs only the standard library and pytest. Exit status is pytest's (5 = no tests ran).
 set -euo pipefail
-
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-VENV="${TACHYON_VENV:-$REPO/.venv}"
-export TACHYON_BIN="${TACHYON_BIN:-$REPO/target/release/tachyon}"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -c 'import pytest' 2>/dev/null \
-    || "$VENV/bin/python" -m pip install -q --disable-pip-version-check pytest
-if [ ! -x "$TACHYON_BIN" ]; then
-    echo "run.sh: server binary not found: $TACHYON_BIN (build with: cargo build --release --bin tachyon)" >&2
-    exit 2
-fi
-
-cd "$HERE"
-set +e
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
-rc=$?
-set -e
-if [ "$rc" -ne 0 ]; then
-    echo "run.sh: admin API suite FAILED (pytest exit status $rc)" >&2
-fi
-exit "$rc"
+exec "$HERE/../pytest-suite.sh" "$HERE" "admin API suite" "$@"

@@ -15,26 +15,4 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-VENV="${TACHYON_VENV:-$REPO/.venv}"
-export TACHYON_BIN="${TACHYON_BIN:-$REPO/target/release/tachyon}"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -c 'import pytest' 2>/dev/null \
-    || "$VENV/bin/python" -m pip install -q --disable-pip-version-check pytest
-if [ ! -x "$TACHYON_BIN" ]; then
-    echo "run.sh: server binary not found: $TACHYON_BIN (build with: cargo build --release --bin tachyon)" >&2
-    exit 2
-fi
-
-cd "$HERE"
-set +e
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
-rc=$?
-set -e
-if [ "$rc" -ne 0 ]; then
-    echo "run.sh: dashboard browser test FAILED (pytest exit status $rc); screenshots in $HERE/artifacts/" >&2
-fi
-exit "$rc"
+exec "$HERE/../pytest-suite.sh" "$HERE" "dashboard browser test (screenshots in $HERE/artifacts/)" "$@"

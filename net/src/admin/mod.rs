@@ -213,39 +213,19 @@ fn serve(
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    if let Some(core) = state.context.control_core {
-        // The control plane is not latency-critical: unpinned is worse, not fatal. Threads
-        // inherit their creator's affinity, so an unpinned admin thread still avoids the shard
-        // cores when the binary pinned its main thread to the control core.
-        match tachyon_numa::pin_current_thread(core) {
-            Ok(()) => info!(
-                core = core.0,
-                "admin thread pinned to the control-plane core"
-            ),
-            Err(error) => warn!("admin thread runs unpinned: {error}"),
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .thread_name(THREAD_NAME)
-        .build()
-    {
+    crate::control_thread::pin("admin", state.context.control_core);
+    let runtime = match crate::control_thread::runtime(THREAD_NAME) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            let _ = ready.send(Err(format!(
-                "cannot create the tokio runtime: {error} (check `ulimit -n`)"
-            )));
+        Err(message) => {
+            let _ = ready.send(Err(message));
             return;
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
+        let listener = match crate::control_thread::adopt(listener) {
             Ok(listener) => listener,
-            Err(error) => {
-                let _ = ready.send(Err(format!(
-                    "cannot register the listening socket with the runtime: {error}"
-                )));
+            Err(message) => {
+                let _ = ready.send(Err(message));
                 return;
             }
         };

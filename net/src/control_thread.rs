@@ -1,0 +1,38 @@
+//! What the control-plane HTTP threads (admin API, JSON Lines) share: pinning to the control
+//! core and a current-thread tokio runtime that owns the already-bound listener.
+
+use tachyon_numa::CoreId;
+use tracing::{info, warn};
+
+/// Pins the calling thread to the control core when there is one. The control plane is not
+/// latency-critical, so failing to pin is logged, not fatal; an unpinned thread still inherits
+/// its creator's affinity, which keeps it off the shard cores when the binary pinned its main
+/// thread to the control core.
+pub(crate) fn pin(what: &str, core: Option<CoreId>) {
+    if let Some(core) = core {
+        match tachyon_numa::pin_current_thread(core) {
+            Ok(()) => info!(
+                core = core.0,
+                "{what} thread pinned to the control-plane core"
+            ),
+            Err(error) => warn!("{what} thread runs unpinned: {error}"),
+        }
+    }
+}
+
+/// A current-thread tokio runtime for one control-plane thread.
+pub(crate) fn runtime(thread_name: &str) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .thread_name(thread_name)
+        .build()
+        .map_err(|error| format!("cannot create the tokio runtime: {error} (check `ulimit -n`)"))
+}
+
+/// Hands a listener bound before the thread started (so bind errors reach the caller) to the
+/// runtime; call inside the runtime.
+pub(crate) fn adopt(listener: std::net::TcpListener) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::from_std(listener)
+        .map_err(|error| format!("cannot register the listening socket with the runtime: {error}"))
+}
