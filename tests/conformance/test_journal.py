@@ -90,6 +90,7 @@ def publish_ids(client, topic: str, numbers) -> None:
 
 
 # --------------------------------------------------------------------------- guaranteed publishing
+@pytest.mark.parametrize("server", [1, 2], indirect=True)
 def test_publish_store_drains_and_logon_reports_the_last_persisted_sequence(server, raw):
     name = unique_name("ha-pub")
     client = ha_client(name, server.uri)
@@ -106,6 +107,7 @@ def test_publish_store_drains_and_logon_reports_the_last_persisted_sequence(serv
     assert int(last) == sequences[-1], (ack, sequences[-1])
 
 
+@pytest.mark.parametrize("server", [1, 2], indirect=True)
 def test_a_resent_sequence_is_acked_but_not_delivered_twice(server, raw, make_client):
     sub = make_client()
     got = Collector("sub")
@@ -133,6 +135,7 @@ def test_unjournaled_topics_ack_persisted_too(server):
 
 
 # --------------------------------------------------------------------------- bookmark subscriptions
+@pytest.mark.parametrize("server", [1, 2], indirect=True)
 def test_bookmark_subscribe_from_epoch_from_a_bookmark_and_from_now(server, make_client):
     pub = make_client()
     publish_ids(pub, "orders", range(10))
@@ -160,6 +163,7 @@ def test_bookmark_subscribe_from_epoch_from_a_bookmark_and_from_now(server, make
     assert ids(everything) == list(range(12))
 
 
+@pytest.mark.parametrize("server", [1, 2], indirect=True)
 def test_replay_hands_over_to_live_with_no_gap_and_no_duplicate(server, make_client):
     pub = make_client()
     total = 4000
@@ -292,6 +296,7 @@ def test_recent_resumes_after_the_last_discarded_message_across_a_restart(tmp_pa
 
 
 # --------------------------------------------------------------------------- names
+@pytest.mark.parametrize("server", [1, 2], indirect=True)
 def test_a_name_in_use_by_another_user_is_refused_and_the_same_user_replaces(server):
     name = unique_name("owner")
     first = AMPS.Client(name)
