@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tachyon_storage::journal::{
-    dump, list_segments, verify, BackendChoice, BackendKind, Journal, JournalConfig, JournalError,
-    JournalReader, Publisher, Record, RecordKind, RecordView, ReplayStart, Sequence,
+    dump, encoded_len, list_segments, verify, BackendChoice, BackendKind, Journal, JournalConfig,
+    JournalError, JournalReader, Publisher, Record, RecordKind, RecordView, ReplayStart, Sequence,
+    RECORD_HEADER_BYTES,
 };
 
 /// A fresh directory on the real disk (the target dir), never tmpfs.
@@ -418,6 +419,44 @@ fn oversized_records_and_backpressure_are_refused_with_the_numbers() {
     journal.wait_durable(journal.last_sequence()).unwrap();
     assert_eq!(journal.buffered_bytes(), 0);
     journal.append(&record_for(1, &payload)).unwrap();
+}
+
+/// Records that each fill most of a segment: a full append buffer then holds one run per record,
+/// each starting a segment, and every one of them must be written and recovered.
+#[test]
+fn a_full_buffer_of_records_that_each_start_a_segment_is_written_and_recovered() {
+    let dir = fresh_dir("segment-per-record");
+    let config = JournalConfig {
+        segment_size_bytes: 16 * 1024,
+        spare_segments: 2,
+        max_buffered_bytes: 64 * 1024,
+        max_record_bytes: 12 * 1024,
+        ..JournalConfig::default()
+    };
+    let mut journal = Journal::open(&dir, config.clone()).unwrap();
+    // 8 KiB records: two never fit in one segment's 12 KiB of data, so each starts a segment.
+    let payloads: Vec<Vec<u8>> = (1..=8u64)
+        .map(|sequence| {
+            let length = 8 * 1024 - RECORD_HEADER_BYTES - b"orders/eu".len() - b"cid=1".len();
+            vec![sequence as u8; length]
+        })
+        .collect();
+    for (index, payload) in payloads.iter().enumerate() {
+        let record = record_for(index as u64 + 1, payload);
+        assert_eq!(encoded_len(&record), 8 * 1024);
+        assert_eq!(journal.append(&record).unwrap(), index as u64 + 1);
+    }
+    assert_eq!(journal.buffered_bytes(), 64 * 1024);
+    journal.wait_durable(8).unwrap();
+    drop(journal);
+    let (_journal, seen) = recovered(&dir, config);
+    let expected: Vec<(Sequence, Vec<u8>)> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| (index as u64 + 1, payload))
+        .collect();
+    assert_eq!(seen, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

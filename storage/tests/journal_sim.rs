@@ -7,7 +7,8 @@
 //! 512-byte sectors written after it (a torn write). The journal must:
 //! * after an injected error, refuse every later call and never advance its durable point;
 //! * never report durable a record that a crash then loses;
-//! * after a reopen, recover exactly a prefix of what was appended, in order, byte for byte.
+//! * after a reopen, recover exactly a prefix of what was appended, in order, byte for byte;
+//! * never touch the I/O buffer a write in flight reads from (checked when the write is reaped).
 
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tachyon_storage::journal::{
     AlignedBuffer, BackendKind, EventFd, IoBackend, Journal, JournalConfig, JournalError,
-    Publisher, Record, RecordKind, WriteSyncOutcome,
+    Publisher, Record, RecordKind, WriteSyncOutcome, IO_BUFFER_COUNT,
 };
 
 const SECTOR_BYTES: usize = 512;
@@ -52,12 +53,32 @@ struct SimDisk {
     faults_injected: u64,
 }
 
+/// A write "in flight": its outcome, and which buffer it read with the bytes it read, so that the
+/// reap can check the journal left them alone meanwhile.
+struct FakeWrite {
+    outcome: WriteSyncOutcome,
+    buffer: usize,
+    data: Vec<u8>,
+}
+
 struct FakeBackend {
     disk: Arc<Mutex<SimDisk>>,
-    buffer: AlignedBuffer,
+    buffers: [AlignedBuffer; IO_BUFFER_COUNT],
     eventfd: EventFd,
     open: Option<PathBuf>,
-    finished: Option<WriteSyncOutcome>,
+    finished: Option<FakeWrite>,
+}
+
+impl FakeBackend {
+    fn reap(&mut self) -> WriteSyncOutcome {
+        let write = self.finished.take().expect("reap with nothing in flight");
+        assert!(
+            self.buffers[write.buffer].as_mut_slice()[..write.data.len()] == write.data[..],
+            "I/O buffer {} changed while its write was in flight",
+            write.buffer
+        );
+        write.outcome
+    }
 }
 
 impl IoBackend for FakeBackend {
@@ -66,6 +87,10 @@ impl IoBackend for FakeBackend {
     }
 
     fn open_segment(&mut self, path: &Path) -> io::Result<()> {
+        assert!(
+            self.finished.is_none(),
+            "segment switched while a write is in flight"
+        );
         let mut disk = self.disk.lock().unwrap();
         if !disk.files.contains_key(path) {
             let bytes = std::fs::read(path)?;
@@ -81,17 +106,19 @@ impl IoBackend for FakeBackend {
         Ok(())
     }
 
-    fn buffer_mut(&mut self) -> &mut [u8] {
+    fn buffer_mut(&mut self, buffer: usize) -> &mut [u8] {
         assert!(
-            self.finished.is_none(),
-            "buffer touched while a write is in flight"
+            self.finished
+                .as_ref()
+                .is_none_or(|write| write.buffer != buffer),
+            "buffer {buffer} touched while a write from it is in flight"
         );
-        self.buffer.as_mut_slice()
+        self.buffers[buffer].as_mut_slice()
     }
 
-    fn submit_write_sync(&mut self, offset: u64, length: usize) -> io::Result<()> {
+    fn submit_write_sync(&mut self, buffer: usize, offset: u64, length: usize) -> io::Result<()> {
         assert!(self.finished.is_none(), "two writes in flight");
-        let data = self.buffer.as_mut_slice()[..length].to_vec();
+        let data = self.buffers[buffer].as_mut_slice()[..length].to_vec();
         let mut disk = self.disk.lock().unwrap();
         let fault_percent = disk.fault_percent;
         let fault = if disk.rng.chance(fault_percent) {
@@ -138,7 +165,12 @@ impl IoBackend for FakeBackend {
                 }
             }
         };
-        self.finished = Some(outcome);
+        drop(disk);
+        self.finished = Some(FakeWrite {
+            outcome,
+            buffer,
+            data,
+        });
         self.eventfd.notify();
         Ok(())
     }
@@ -149,11 +181,11 @@ impl IoBackend for FakeBackend {
             return None;
         }
         self.eventfd.clear();
-        self.finished.take()
+        self.finished.is_some().then(|| self.reap())
     }
 
     fn wait(&mut self) -> WriteSyncOutcome {
-        self.finished.take().expect("wait with nothing in flight")
+        self.reap()
     }
 
     fn completion_fd(&self) -> RawFd {
@@ -192,7 +224,7 @@ fn open(dir: &Path, disk: &Arc<Mutex<SimDisk>>) -> (Journal, Vec<Vec<u8>>) {
     let config = config();
     let backend = FakeBackend {
         disk: Arc::clone(disk),
-        buffer: AlignedBuffer::new(config.io_buffer_bytes()),
+        buffers: std::array::from_fn(|_| AlignedBuffer::new(config.io_buffer_bytes())),
         eventfd: EventFd::new().unwrap(),
         open: None,
         finished: None,

@@ -93,11 +93,11 @@ mod tests {
         for path in expected {
             let absolute = format!("/{path}");
             assert!(
-                super::super::ENDPOINTS.contains(&absolute.as_str()),
+                super::super::http::ENDPOINTS.contains(&absolute.as_str()),
                 "the page polls {absolute}, which the router does not list"
             );
         }
-        assert!(super::super::ENDPOINTS.contains(&"/dashboard"));
+        assert!(super::super::http::ENDPOINTS.contains(&"/dashboard"));
     }
 
     #[test]

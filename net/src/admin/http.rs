@@ -26,7 +26,7 @@ use std::sync::Arc;
 type SharedState = State<Arc<AdminState>>;
 
 /// The endpoints, as listed by `GET /` and by 404 answers.
-const ENDPOINTS: [&str; 7] = [
+pub(crate) const ENDPOINTS: [&str; 7] = [
     "/health",
     "POST /amps/administrator/minidump",
     "/health/live",

@@ -1,11 +1,13 @@
 //! The buffered fallback backend: pwrite + fdatasync through the page cache, done synchronously
 //! inside `submit_write_sync`, for filesystems without O_DIRECT (tmpfs) or hosts without io_uring.
 //!
-//! Owns its I/O buffer, the open segment file and an eventfd it signals after each write+sync so
+//! Owns its two I/O buffers, the open segment file and an eventfd it signals after each write+sync so
 //! a caller awaiting readiness behaves as with io_uring. It blocks the calling thread for the
 //! duration of the sync; it must never be chosen silently (the journal logs why it is in use).
 
-use super::io::{AlignedBuffer, BackendKind, EventFd, IoBackend, WriteSyncOutcome};
+use super::io::{
+    AlignedBuffer, BackendKind, EventFd, IoBackend, WriteSyncOutcome, IO_BUFFER_COUNT,
+};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::RawFd;
@@ -14,7 +16,7 @@ use std::path::Path;
 
 /// Buffered pwrite + fdatasync write path.
 pub struct FallbackBackend {
-    buffer: AlignedBuffer,
+    buffers: [AlignedBuffer; IO_BUFFER_COUNT],
     eventfd: EventFd,
     file: Option<File>,
     reason: String,
@@ -22,10 +24,10 @@ pub struct FallbackBackend {
 }
 
 impl FallbackBackend {
-    /// A fallback backend with a `buffer_bytes` I/O buffer; `reason` says why it is in use.
+    /// A fallback backend with I/O buffers of `buffer_bytes` each; `reason` says why it is in use.
     pub fn new(buffer_bytes: usize, reason: String) -> io::Result<FallbackBackend> {
         Ok(FallbackBackend {
-            buffer: AlignedBuffer::new(buffer_bytes),
+            buffers: std::array::from_fn(|_| AlignedBuffer::new(buffer_bytes)),
             eventfd: EventFd::new()?,
             file: None,
             reason,
@@ -46,18 +48,23 @@ impl IoBackend for FallbackBackend {
         Ok(())
     }
 
-    fn buffer_mut(&mut self) -> &mut [u8] {
-        self.buffer.as_mut_slice()
+    fn buffer_mut(&mut self, buffer: usize) -> &mut [u8] {
+        // The write finished inside submit_write_sync: neither buffer is ever read by the kernel
+        // after it returns, so both are always free.
+        self.buffers[buffer].as_mut_slice()
     }
 
-    fn submit_write_sync(&mut self, offset: u64, length: usize) -> io::Result<()> {
+    fn submit_write_sync(&mut self, buffer: usize, offset: u64, length: usize) -> io::Result<()> {
         assert!(
             self.finished.is_none(),
             "a second write submitted before the first was reaped"
         );
-        assert!(length <= self.buffer.len(), "write length {length}");
+        assert!(
+            length <= self.buffers[buffer].len(),
+            "write length {length}"
+        );
         let file = self.file.as_ref().expect("no open segment");
-        let bytes = &self.buffer.as_mut_slice()[..length];
+        let bytes = &self.buffers[buffer].as_mut_slice()[..length];
         let mut written = 0usize;
         let write = loop {
             if written == length {

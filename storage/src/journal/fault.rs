@@ -100,11 +100,11 @@ impl IoBackend for FaultyBackend {
         self.inner.open_segment(path)
     }
 
-    fn buffer_mut(&mut self) -> &mut [u8] {
-        self.inner.buffer_mut()
+    fn buffer_mut(&mut self, buffer: usize) -> &mut [u8] {
+        self.inner.buffer_mut(buffer)
     }
 
-    fn submit_write_sync(&mut self, offset: u64, length: usize) -> io::Result<()> {
+    fn submit_write_sync(&mut self, buffer: usize, offset: u64, length: usize) -> io::Result<()> {
         assert!(
             self.injected.is_none(),
             "a second write submitted before the injected failure was reaped"
@@ -119,7 +119,7 @@ impl IoBackend for FaultyBackend {
             self.notify_completion();
             return Ok(());
         }
-        self.inner.submit_write_sync(offset, length)?;
+        self.inner.submit_write_sync(buffer, offset, length)?;
         self.groups_submitted += 1;
         Ok(())
     }

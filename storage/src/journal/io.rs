@@ -2,9 +2,11 @@
 //! aligned buffer at this offset of the active segment, then fdatasync", its two real
 //! implementations (io_uring with O_DIRECT, buffered pwrite) and the choice between them.
 //!
-//! Owns the I/O buffer (page-aligned, so it can be registered and used with O_DIRECT) and the
-//! completion fd. It never decides what to write or when; it never reports success for a write
-//! that was short or for a sync that failed (the journal checks both results).
+//! Owns the two I/O buffers (page-aligned, so they can be registered and used with O_DIRECT) and
+//! the completion fd. The journal encodes records into one buffer while the kernel writes from the
+//! other, so the disk never waits for a copy. A backend never decides what to write or when; it
+//! never reports success for a write that was short or for a sync that failed (the journal checks
+//! both results), and it never hands out the buffer a write in flight reads from.
 
 use super::fallback::FallbackBackend;
 use super::uring::UringBackend;
@@ -17,6 +19,8 @@ use std::path::Path;
 
 /// Alignment and granularity of every journal write (the O_DIRECT block).
 pub const BLOCK_SIZE_BYTES: usize = 4096;
+/// I/O buffers every backend owns: one being written by the kernel, one being filled by appends.
+pub const IO_BUFFER_COUNT: usize = 2;
 
 /// Which I/O path the operator asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,15 +74,21 @@ pub struct WriteSyncOutcome {
 }
 
 /// The file operations the journal needs; at most one write+sync is in flight at a time.
+///
+/// A backend owns [`IO_BUFFER_COUNT`] page-aligned I/O buffers of equal size, numbered from 0.
+/// While a write from one of them is in flight, the other stays available through `buffer_mut`.
 pub trait IoBackend: Send {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
-    /// Makes `path` (an existing, preallocated segment file) the target of later writes.
+    /// Makes `path` (an existing, preallocated segment file) the target of later writes; never
+    /// called while a write is in flight.
     fn open_segment(&mut self, path: &Path) -> io::Result<()>;
-    /// The page-aligned I/O buffer; never called while a write is in flight.
-    fn buffer_mut(&mut self) -> &mut [u8];
-    /// Starts writing `buffer[..length]` at `offset` of the open segment, then fdatasync.
-    fn submit_write_sync(&mut self, offset: u64, length: usize) -> io::Result<()>;
+    /// I/O buffer number `buffer` (below [`IO_BUFFER_COUNT`]); never called for the buffer a
+    /// write in flight reads from.
+    fn buffer_mut(&mut self, buffer: usize) -> &mut [u8];
+    /// Starts writing `buffer_mut(buffer)[..length]` at `offset` of the open segment, then
+    /// fdatasync. The buffer is left untouched until the outcome is reaped.
+    fn submit_write_sync(&mut self, buffer: usize, offset: u64, length: usize) -> io::Result<()>;
     /// The outcome of the in-flight submission if it has finished; never blocks.
     fn poll(&mut self) -> Option<WriteSyncOutcome>;
     /// Blocks until the in-flight submission finishes.
@@ -188,8 +198,8 @@ impl Drop for EventFd {
     }
 }
 
-/// Opens the backend the operator chose for segments in `journal_dir`, with an I/O buffer of
-/// `buffer_bytes`; `Auto` falls back to buffered I/O with a warning saying why.
+/// Opens the backend the operator chose for segments in `journal_dir`, with I/O buffers of
+/// `buffer_bytes` each; `Auto` falls back to buffered I/O with a warning saying why.
 pub fn open_backend(
     journal_dir: &Path,
     choice: BackendChoice,

@@ -33,6 +33,17 @@
 //! A group never spans two segments: a record that does not fit in the rest of a segment starts
 //! the next one, whose header block is written together with its first group.
 //!
+//! # Double buffering
+//!
+//! The backend owns two I/O buffers. `append` encodes each record straight into the *fill* buffer,
+//! after the prefix its group needs (the carried partial block, or the new segment's header
+//! block). `submit` pads the group, hands that buffer to the kernel and makes the other one the
+//! fill buffer, first copying into it the new partial block (under one block) — or, when the
+//! buffered records already cross into a later segment, those later runs. Records appended while
+//! the write is in flight therefore land where the next write reads them, and when it completes
+//! the next group starts at once, without a bulk copy between the disk's writes. The buffer being
+//! written is never touched until its write and sync are reaped.
+//!
 //! # Retention and fault injection
 //!
 //! [`Journal::apply_retention`] removes the oldest sealed segments by age or total size, only ever
@@ -56,7 +67,7 @@ pub use fallback::FallbackBackend;
 pub use fault::{FaultOperation, FaultPlan, FaultyBackend};
 pub use io::{
     open_backend, AlignedBuffer, BackendChoice, BackendKind, EventFd, IoBackend, WriteSyncOutcome,
-    BLOCK_SIZE_BYTES,
+    BLOCK_SIZE_BYTES, IO_BUFFER_COUNT,
 };
 pub use publisher::PublisherTable;
 pub use reader::{JournalReader, ReplayStart};
@@ -76,6 +87,7 @@ pub use uring::UringBackend;
 use segment::Preallocator;
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -132,14 +144,28 @@ impl Default for JournalConfig {
 }
 
 impl JournalConfig {
-    /// Bytes of the I/O buffer this configuration needs (what a custom backend must provide).
+    /// Bytes of each of the two I/O buffers this configuration needs (what a custom backend must
+    /// provide): one holds the group being written, the other the records appended meanwhile.
     pub fn io_buffer_bytes(&self) -> usize {
         let block = BLOCK_SIZE_BYTES;
-        let bytes = block // the rewritten partial block of the previous group, or a new segment's header block
-            + self.max_buffered_bytes.div_ceil(block) * block // one whole run of buffered records
-            + block; // zero padding to the next block boundary
-        assert!(bytes >= SEGMENT_HEADER_BYTES + self.max_buffered_bytes + block - 1);
+        let runs_max = self.runs_max();
+        // Every buffered run (records bound for one segment) starts at a block boundary.
+        let bytes = self.max_buffered_bytes.div_ceil(block) * block // the buffered records
+            + runs_max * block // per run: the rewritten partial block of the previous group, or a new segment's header block
+            + runs_max * block; // per run: zero padding to the next block boundary
+        assert!(bytes >= self.max_buffered_bytes + runs_max * (SEGMENT_HEADER_BYTES + block - 1));
         bytes
+    }
+
+    /// The most runs (records bound for one segment) the buffered bytes can hold at once.
+    ///
+    /// Every run after the first starts a segment, and every run between the first and the last
+    /// ended because the next run's first record did not fit: two such neighbours hold more than a
+    /// segment's data. So `n` runs hold more than `(n - 1) / 2` segments' data, all buffered.
+    fn runs_max(&self) -> usize {
+        let segment_data_bytes =
+            (self.segment_size_bytes as usize).saturating_sub(SEGMENT_HEADER_BYTES);
+        2 * (self.max_buffered_bytes / (segment_data_bytes + 1)) + 2
     }
 
     fn validate(&self) -> Result<(), JournalError> {
@@ -353,6 +379,17 @@ struct Run {
     first_sequence: Sequence,
     last_sequence: Sequence,
     starts_segment: bool,
+    /// Block-aligned offset in the fill buffer where the group's write starts.
+    buffer_offset: usize,
+    /// Bytes before the records: the new segment's header block, or the carried partial block.
+    prefix_bytes: usize,
+}
+
+impl Run {
+    /// Offset in the fill buffer just after the run's last record.
+    fn buffer_end(&self) -> usize {
+        self.buffer_offset + self.prefix_bytes + self.bytes
+    }
 }
 
 struct InFlight {
@@ -369,7 +406,14 @@ pub struct Journal {
     config: JournalConfig,
     backend: Box<dyn IoBackend>,
     spares: Preallocator,
-    pending: Vec<u8>,
+    /// The I/O buffer `append` encodes into; the other one may be in flight.
+    fill_buffer: usize,
+    /// Bytes at the start of the fill buffer holding the partial last block of the latest group
+    /// handed to a write: a run continuing that segment rewrites them.
+    fill_carry_bytes: usize,
+    /// Bytes appended but not yet handed to a write (the records of `runs`).
+    buffered_bytes: usize,
+    /// The runs in the fill buffer, oldest first; only the first may continue a segment.
     runs: VecDeque<Run>,
     runs_max: usize,
     next_sequence: Sequence,
@@ -430,10 +474,12 @@ impl Journal {
             path: dir.clone(),
             source,
         })?;
-        assert!(
-            backend.buffer_mut().len() >= config.io_buffer_bytes(),
-            "backend I/O buffer smaller than config.io_buffer_bytes()"
-        );
+        for buffer in 0..IO_BUFFER_COUNT {
+            assert!(
+                backend.buffer_mut(buffer).len() >= config.io_buffer_bytes(),
+                "backend I/O buffer {buffer} smaller than config.io_buffer_bytes()"
+            );
+        }
         let mut publishers = PublisherTable::with_capacity(config.expected_publishers);
         let recovered = recovery::recover(&dir, &config, &mut |view| {
             publishers.observe(view.record.publisher);
@@ -460,7 +506,7 @@ impl Journal {
                     }
                 };
                 let file = std::fs::File::open(&tail.path).map_err(io_error("open"))?;
-                file.read_exact_at(&mut backend.buffer_mut()[..carry_bytes], write_offset)
+                file.read_exact_at(&mut backend.buffer_mut(0)[..carry_bytes], write_offset)
                     .map_err(io_error("read the partial block of"))?;
                 backend
                     .open_segment(&tail.path)
@@ -489,14 +535,15 @@ impl Journal {
                 },
             ),
         };
-        // A run starts at each segment boundary inside the buffer, plus the one being filled.
-        let segment_data_bytes = (config.segment_size_bytes as usize - SEGMENT_HEADER_BYTES).max(1);
-        let runs_max =
-            config.max_buffered_bytes / segment_data_bytes.min(config.max_buffered_bytes) + 2;
+        let runs_max = config.runs_max();
+        // The partial block of the tail was read into buffer 0, where the first run starts.
+        let fill_carry_bytes = active.as_ref().map_or(0, |active| active.carry_bytes);
         tracing::info!(dir = %dir.display(), backend = %backend.kind(), crc32c = crc32c_implementation(), last_sequence, "journal: open");
         Ok(Journal {
             journal_dir: dir,
-            pending: Vec::with_capacity(config.max_buffered_bytes),
+            fill_buffer: 0,
+            fill_carry_bytes,
+            buffered_bytes: 0,
             runs: VecDeque::with_capacity(runs_max),
             runs_max,
             next_sequence: last_sequence + 1,
@@ -530,9 +577,9 @@ impl Journal {
                 limit_bytes,
             });
         }
-        if self.pending.len() + length > self.config.max_buffered_bytes {
+        if self.buffered_bytes + length > self.config.max_buffered_bytes {
             return Err(JournalError::Backpressure {
-                buffered_bytes: self.pending.len(),
+                buffered_bytes: self.buffered_bytes,
                 record_bytes: length,
                 limit_bytes: self.config.max_buffered_bytes,
             });
@@ -559,6 +606,27 @@ impl Journal {
                 self.runs.len(),
                 self.runs_max
             );
+            let (buffer_offset, prefix_bytes) = if position.started {
+                // The segment continues from the latest group handed to a write, whose partial
+                // last block `submit` already carried to the start of this buffer.
+                assert!(
+                    self.runs.is_empty(),
+                    "only the fill buffer's first run continues a segment"
+                );
+                (0, self.fill_carry_bytes)
+            } else {
+                // A new segment: its header block, then its records, from a block boundary.
+                let buffer_offset = self
+                    .runs
+                    .back()
+                    .map_or(0, |run| run.buffer_end().next_multiple_of(BLOCK_SIZE_BYTES));
+                (buffer_offset, SEGMENT_HEADER_BYTES)
+            };
+            assert!(
+                (position.offset - prefix_bytes as u64).is_multiple_of(BLOCK_SIZE_BYTES as u64),
+                "run at segment offset {} with a {prefix_bytes}-byte prefix",
+                position.offset
+            );
             self.runs.push_back(Run {
                 segment_index: position.segment_index,
                 start_offset: position.offset,
@@ -566,23 +634,25 @@ impl Journal {
                 first_sequence: sequence,
                 last_sequence: sequence,
                 starts_segment: !position.started,
+                buffer_offset,
+                prefix_bytes,
             });
             position.started = true;
         }
-        let start = self.pending.len();
-        self.pending.resize(start + length, 0);
+        let run = self.runs.back_mut().expect("a run was just ensured");
+        let start = run.buffer_end();
         encode(
             record,
             Bookmark {
                 epoch: self.epoch,
                 sequence,
             },
-            &mut self.pending[start..],
+            &mut self.backend.buffer_mut(self.fill_buffer)[start..start + length],
         );
-        let run = self.runs.back_mut().expect("a run was just ensured");
         run.bytes += length;
         run.last_sequence = sequence;
         position.offset += length as u64;
+        self.buffered_bytes += length;
         self.next_sequence += 1;
         self.publishers.observe(record.publisher);
         Ok(sequence)
@@ -621,7 +691,16 @@ impl Journal {
             run.start_offset,
             "group does not continue the segment"
         );
-        let buffer = self.backend.buffer_mut();
+        assert_eq!(
+            run.prefix_bytes, prefix_bytes,
+            "the fill buffer's prefix does not match the segment"
+        );
+        assert_eq!(
+            run.buffer_offset, 0,
+            "a group is written from the start of its buffer"
+        );
+        let written_buffer = self.fill_buffer;
+        let buffer = self.backend.buffer_mut(written_buffer);
         if run.starts_segment {
             active.header.encode(&mut buffer[..SEGMENT_HEADER_BYTES]);
         }
@@ -635,11 +714,43 @@ impl Journal {
             active.write_offset + padded_bytes as u64 <= active.header.segment_size_bytes,
             "group runs past the segment end"
         );
-        buffer[prefix_bytes..data_bytes].copy_from_slice(&self.pending[..run.bytes]);
         buffer[data_bytes..padded_bytes].fill(0);
-        self.pending.drain(..run.bytes);
         let write_offset = active.write_offset;
-        if let Err(error) = self.backend.submit_write_sync(write_offset, padded_bytes) {
+        // Ready the other buffer for the records appended while this group is written: it gets
+        // the later runs if the buffered records already crossed into another segment (at most
+        // once per segment), else the partial last block that the next group rewrites.
+        let next_buffer = (written_buffer + 1) % IO_BUFFER_COUNT;
+        match self.runs.front() {
+            Some(later) => {
+                let moved = later.buffer_offset..self.runs.back().expect("non-empty").buffer_end();
+                copy_to_buffer_start(
+                    &mut *self.backend,
+                    written_buffer,
+                    moved.clone(),
+                    next_buffer,
+                );
+                for later in &mut self.runs {
+                    later.buffer_offset -= moved.start;
+                }
+                self.fill_carry_bytes = 0;
+            }
+            None => {
+                let block_start = data_bytes / BLOCK_SIZE_BYTES * BLOCK_SIZE_BYTES;
+                copy_to_buffer_start(
+                    &mut *self.backend,
+                    written_buffer,
+                    block_start..data_bytes,
+                    next_buffer,
+                );
+                self.fill_carry_bytes = data_bytes - block_start;
+            }
+        }
+        self.fill_buffer = next_buffer;
+        self.buffered_bytes -= run.bytes;
+        if let Err(error) =
+            self.backend
+                .submit_write_sync(written_buffer, write_offset, padded_bytes)
+        {
             return Err(self.poison(
                 IoOperation::Submit,
                 write_offset,
@@ -735,7 +846,7 @@ impl Journal {
 
     /// Bytes appended but not yet handed to a write.
     pub fn buffered_bytes(&self) -> usize {
-        self.pending.len()
+        self.buffered_bytes
     }
 
     /// Whether a write+sync is in flight.
@@ -868,11 +979,9 @@ impl Journal {
             .active
             .as_mut()
             .expect("a segment is active after a write");
+        // `submit` already carried the partial block to the start of the fill buffer.
         active.write_offset = flight.write_offset + block_start as u64;
         active.carry_bytes = flight.data_bytes - block_start;
-        self.backend
-            .buffer_mut()
-            .copy_within(block_start..flight.data_bytes, 0);
         Ok(Durable {
             up_to: self.durable_up_to,
         })
@@ -901,5 +1010,18 @@ impl Journal {
         tracing::error!(%cause, "journal: I/O failure, refusing further writes");
         self.failure = Some(cause.clone());
         JournalError::Failed { cause }
+    }
+}
+
+/// Copies `range` of I/O buffer `from` to the start of I/O buffer `to`, one block at a time
+/// through the stack (a backend lends one buffer at a time). Used before `from` is written.
+fn copy_to_buffer_start(backend: &mut dyn IoBackend, from: usize, range: Range<usize>, to: usize) {
+    let mut block = [0u8; BLOCK_SIZE_BYTES];
+    for start in range.clone().step_by(BLOCK_SIZE_BYTES) {
+        let end = (start + BLOCK_SIZE_BYTES).min(range.end);
+        let chunk = &mut block[..end - start];
+        chunk.copy_from_slice(&backend.buffer_mut(from)[start..end]);
+        let at = start - range.start;
+        backend.buffer_mut(to)[at..at + chunk.len()].copy_from_slice(chunk);
     }
 }

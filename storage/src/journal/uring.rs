@@ -1,13 +1,14 @@
-//! The io_uring backend: O_DIRECT writes of the registered I/O buffer, each linked to an
+//! The io_uring backend: O_DIRECT writes from one of two registered I/O buffers, each linked to an
 //! fdatasync in the same submission (the combination that measured fastest on this disk).
 //!
-//! Owns the ring, the eventfd registered with it, the I/O buffer and the open segment file. It
-//! never uses SQPOLL (its kernel thread spins a core while waiting) nor DEFER_TASKRUN (completions
-//! would wait for the next io_uring_enter, so the eventfd would not wake the shard), and never
-//! frees the buffer while the kernel may still be writing from it.
+//! Owns the ring, the eventfd registered with it, the two I/O buffers and the open segment file.
+//! It never uses SQPOLL (its kernel thread spins a core while waiting) nor DEFER_TASKRUN
+//! (completions would wait for the next io_uring_enter, so the eventfd would not wake the shard),
+//! and never hands out or frees a buffer while the kernel may still be writing from it.
 
 use super::io::{
     AlignedBuffer, BackendKind, EventFd, IoBackend, WriteSyncOutcome, BLOCK_SIZE_BYTES,
+    IO_BUFFER_COUNT,
 };
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fs::{File, OpenOptions};
@@ -27,10 +28,11 @@ const PROBE_FILE_NAME: &str = ".direct-io-probe";
 pub struct UringBackend {
     ring: IoUring,
     eventfd: EventFd,
-    buffer: AlignedBuffer,
+    buffers: [AlignedBuffer; IO_BUFFER_COUNT],
     registered_buffer: bool,
     file: Option<File>,
-    in_flight: bool,
+    /// The buffer the write in flight reads from, until both its completions are reaped.
+    in_flight: Option<usize>,
     write_result: Option<i32>,
     sync_result: Option<i32>,
 }
@@ -44,28 +46,31 @@ impl UringBackend {
         ring.submitter()
             .register_eventfd(eventfd.fd())
             .map_err(|error| format!("io_uring eventfd registration failed: {error}"))?;
-        let buffer = AlignedBuffer::new(buffer_bytes);
-        let iovec = libc::iovec {
+        let buffers: [AlignedBuffer; IO_BUFFER_COUNT] =
+            std::array::from_fn(|_| AlignedBuffer::new(buffer_bytes));
+        // Registered buffer number i is I/O buffer i (WriteFixed names it by that index).
+        let iovecs = buffers.each_ref().map(|buffer| libc::iovec {
             iov_base: buffer.as_ptr() as *mut libc::c_void,
             iov_len: buffer.len(),
-        };
-        // SAFETY: the iovec points at `buffer`, which lives as long as the ring (both are fields of
-        // the backend; Drop waits for in-flight I/O before either is freed).
-        let registered = unsafe { ring.submitter().register_buffers(&[iovec]) };
+        });
+        // SAFETY: the iovecs point at `buffers`, which live as long as the ring (both are fields
+        // of the backend; Drop waits for in-flight I/O before either is freed).
+        let registered = unsafe { ring.submitter().register_buffers(&iovecs) };
         let registered_buffer = match registered {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(buffer_bytes, %error, "journal: cannot register the I/O buffer with io_uring (RLIMIT_MEMLOCK? raise `ulimit -l` or lower max_buffered_bytes); using unregistered writes");
+                let registered_bytes = IO_BUFFER_COUNT * buffer_bytes;
+                tracing::warn!(buffer_bytes, registered_bytes, %error, "journal: cannot register the two I/O buffers with io_uring (RLIMIT_MEMLOCK? raise `ulimit -l` or lower max_buffered_bytes); using unregistered writes");
                 false
             }
         };
         let mut backend = UringBackend {
             ring,
             eventfd,
-            buffer,
+            buffers,
             registered_buffer,
             file: None,
-            in_flight: false,
+            in_flight: None,
             write_result: None,
             sync_result: None,
         };
@@ -86,7 +91,7 @@ impl UringBackend {
             }
         })?;
         self.file = Some(file);
-        self.submit_write_sync(0, BLOCK_SIZE_BYTES)
+        self.submit_write_sync(0, 0, BLOCK_SIZE_BYTES)
             .map_err(|error| format!("io_uring submit failed: {error}"))?;
         let outcome = self.wait();
         match (outcome.write, outcome.sync) {
@@ -121,7 +126,7 @@ impl UringBackend {
         };
         self.write_result = None;
         self.sync_result = None;
-        self.in_flight = false;
+        self.in_flight = None;
         Some(WriteSyncOutcome {
             write: if write < 0 {
                 Err(io::Error::from_raw_os_error(-write))
@@ -146,28 +151,31 @@ impl IoBackend for UringBackend {
 
     fn open_segment(&mut self, path: &Path) -> io::Result<()> {
         assert!(
-            !self.in_flight,
+            self.in_flight.is_none(),
             "segment switched while a write is in flight"
         );
         self.file = Some(open_direct(path, false)?);
         Ok(())
     }
 
-    fn buffer_mut(&mut self) -> &mut [u8] {
-        assert!(
-            !self.in_flight,
-            "I/O buffer touched while the kernel writes from it"
+    fn buffer_mut(&mut self, buffer: usize) -> &mut [u8] {
+        assert_ne!(
+            self.in_flight,
+            Some(buffer),
+            "I/O buffer {buffer} touched while the kernel writes from it"
         );
-        self.buffer.as_mut_slice()
+        self.buffers[buffer].as_mut_slice()
     }
 
-    fn submit_write_sync(&mut self, offset: u64, length: usize) -> io::Result<()> {
+    fn submit_write_sync(&mut self, buffer: usize, offset: u64, length: usize) -> io::Result<()> {
         assert!(
-            !self.in_flight,
+            self.in_flight.is_none(),
             "a second write submitted while one is in flight"
         );
         assert!(
-            length > 0 && length.is_multiple_of(BLOCK_SIZE_BYTES) && length <= self.buffer.len(),
+            length > 0
+                && length.is_multiple_of(BLOCK_SIZE_BYTES)
+                && length <= self.buffers[buffer].len(),
             "write length {length}"
         );
         assert!(
@@ -175,9 +183,9 @@ impl IoBackend for UringBackend {
             "write offset {offset}"
         );
         let fd = types::Fd(self.file.as_ref().expect("no open segment").as_raw_fd());
-        let pointer = self.buffer.as_ptr();
+        let pointer = self.buffers[buffer].as_ptr();
         let write = if self.registered_buffer {
-            opcode::WriteFixed::new(fd, pointer, length as u32, 0)
+            opcode::WriteFixed::new(fd, pointer, length as u32, buffer as u16)
                 .offset(offset)
                 .build()
         } else {
@@ -193,7 +201,8 @@ impl IoBackend for UringBackend {
             .build()
             .user_data(USER_DATA_SYNC);
         // SAFETY: the buffer and the file stay alive and untouched until both completions are
-        // reaped: buffer_mut, open_segment and Drop all wait for / refuse while `in_flight`.
+        // reaped: buffer_mut (for this buffer), open_segment and Drop all wait for / refuse while
+        // `in_flight` names it.
         unsafe {
             let mut queue = self.ring.submission();
             queue
@@ -204,7 +213,7 @@ impl IoBackend for UringBackend {
                 .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         }
         self.ring.submit()?;
-        self.in_flight = true;
+        self.in_flight = Some(buffer);
         Ok(())
     }
 
@@ -216,7 +225,7 @@ impl IoBackend for UringBackend {
     }
 
     fn wait(&mut self) -> WriteSyncOutcome {
-        assert!(self.in_flight, "wait with nothing in flight");
+        assert!(self.in_flight.is_some(), "wait with nothing in flight");
         loop {
             if let Some(outcome) = self.poll() {
                 return outcome;
@@ -238,7 +247,7 @@ impl IoBackend for UringBackend {
 
 impl Drop for UringBackend {
     fn drop(&mut self) {
-        if self.in_flight {
+        if self.in_flight.is_some() {
             // The kernel may still be reading the buffer: wait before it is freed.
             let _ = self.wait();
         }
