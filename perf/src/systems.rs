@@ -140,8 +140,10 @@ impl Default for ServerParams {
 
 /// The Tachyon config file the benchmark writes for one run.
 pub fn tachyon_config(data_dir: &Path, address: SocketAddr, params: &ServerParams) -> String {
+    // The admin and JSON Lines ports are picked by the kernel, so a benchmark never collides
+    // with another instance (or a server still stopping) on their fixed defaults.
     let mut config = format!(
-        "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n\n[limits]\nclient_outbound_bytes_max = {}\n",
+        "data_dir = \"{}\"\n\n[transport]\namps_tcp = \"{address}\"\n\n[limits]\nclient_outbound_bytes_max = {}\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[jsonl]\naddress = \"127.0.0.1:0\"\n",
         data_dir.display(),
         params.client_outbound_bytes_max
     );

@@ -81,6 +81,7 @@ class Server:
             f"[runtime]\nshards = {self.shards}\n"
             f"[journal]\ntopics = [\"journaled\"]\n"
             f"[admin]\naddress = \"{self.host}:{self.admin_port}\"\n"
+            f"[jsonl]\naddress = \"{self.host}:0\"\n"
         )
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(

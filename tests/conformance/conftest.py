@@ -129,6 +129,8 @@ class Server:
             f"shards = {self.shards}\n"
             f"[admin]\n"
             f"address = \"127.0.0.1:0\"\n"
+            f"[jsonl]\n"
+            f"address = \"127.0.0.1:0\"\n"
             + (f"\n{self.extra_toml}\n" if self.extra_toml else "")
         )
 
