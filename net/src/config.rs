@@ -443,7 +443,8 @@ pub enum TopicRouting {
 pub struct LimitsConfig {
     /// Largest frame a client may send, in bytes.
     pub frame_bytes_max: usize,
-    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    /// Bytes queued in memory for one client; further messages for it are spooled to disk
+    /// (see `message_disk_limit`).
     pub client_outbound_bytes_max: usize,
     /// Subscriptions one connection may hold.
     pub subscriptions_per_client_max: usize,
@@ -453,6 +454,23 @@ pub struct LimitsConfig {
     pub mesh_channel_depth: usize,
     /// Seconds a new connection has to log on before it is closed.
     pub logon_timeout_seconds: u64,
+    /// Bytes queued in memory for all clients of the instance together. Past it, a client that
+    /// already has 64 KiB queued (a quarter of its budget if smaller) spools further messages to
+    /// disk even below its own budget; clients that keep up stay in memory.
+    pub message_memory_limit: u64,
+    /// Folder of the spool files; relative to `data_dir` (default `<data_dir>/spool`).
+    pub message_disk_path: PathBuf,
+    /// Bytes one client may have spooled on disk and not yet received; past it the client is
+    /// disconnected as a slow consumer. 0 turns spooling off: a client over its memory budget is
+    /// disconnected at once.
+    pub message_disk_limit: u64,
+}
+
+impl LimitsConfig {
+    /// Where spool files go: `message_disk_path`, relative to `data_dir` unless absolute.
+    pub fn spool_directory(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.message_disk_path)
+    }
 }
 
 impl Default for Config {
@@ -503,6 +521,9 @@ impl Default for LimitsConfig {
             receive_buffer_bytes: 64 * 1024,
             mesh_channel_depth: 4_096,
             logon_timeout_seconds: 30,
+            message_memory_limit: 1 << 30,
+            message_disk_path: PathBuf::from("spool"),
+            message_disk_limit: 1 << 30,
         }
     }
 }
@@ -566,6 +587,27 @@ impl Config {
                 limits.client_outbound_bytes_max,
                 ">= 64 KiB",
             ));
+        }
+        if limits.message_memory_limit < 1 << 20 {
+            return Err(ConfigError::Range {
+                field: "limits.message_memory_limit",
+                value: limits.message_memory_limit.to_string(),
+                rule: ">= 1 MiB (bytes queued in memory for all clients together; default 1 GiB)",
+            });
+        }
+        if limits.message_disk_limit != 0 && limits.message_disk_limit < 64 * 1024 {
+            return Err(ConfigError::Range {
+                field: "limits.message_disk_limit",
+                value: limits.message_disk_limit.to_string(),
+                rule: "0 (no spooling: disconnect at the memory budget) or >= 64 KiB (bytes spooled per client)",
+            });
+        }
+        if limits.message_disk_limit != 0 && limits.message_disk_path.as_os_str().is_empty() {
+            return Err(ConfigError::Range {
+                field: "limits.message_disk_path",
+                value: "\"\"".into(),
+                rule: "a folder for spool files (relative to data_dir), or set limits.message_disk_limit = 0 to turn spooling off",
+            });
         }
         if limits.subscriptions_per_client_max == 0 {
             return Err(range("limits.subscriptions_per_client_max", 0, ">= 1"));
@@ -693,5 +735,47 @@ mod tests {
         let (_, path) = write("[limits]\nframe_bytes_max = 10\n");
         let message = Config::load(&path).unwrap_err().to_string();
         assert!(message.contains("limits.frame_bytes_max"), "{message}");
+    }
+
+    #[test]
+    fn spool_limits_are_read_and_validated() {
+        let defaults = LimitsConfig::default();
+        assert_eq!(defaults.message_memory_limit, 1 << 30);
+        assert_eq!(defaults.message_disk_limit, 1 << 30);
+        assert_eq!(
+            defaults.spool_directory(Path::new("/data")),
+            PathBuf::from("/data/spool")
+        );
+        let (_, path) = write(
+            "[limits]\nmessage_memory_limit = 8388608\nmessage_disk_path = \"/var/spool/tachyon\"\nmessage_disk_limit = 1048576\n",
+        );
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.limits.message_memory_limit, 8 << 20);
+        assert_eq!(config.limits.message_disk_limit, 1 << 20);
+        assert_eq!(
+            config.limits.spool_directory(&config.data_dir),
+            PathBuf::from("/var/spool/tachyon")
+        );
+        let (_, path) = write("[limits]\nmessage_disk_limit = 0\nmessage_disk_path = \"\"\n");
+        assert_eq!(Config::load(&path).unwrap().limits.message_disk_limit, 0);
+        for (text, needle) in [
+            (
+                "[limits]\nmessage_memory_limit = 1000\n",
+                "limits.message_memory_limit = 1000",
+            ),
+            (
+                "[limits]\nmessage_disk_limit = 100\n",
+                "limits.message_disk_limit = 100",
+            ),
+            (
+                "[limits]\nmessage_disk_path = \"\"\n",
+                "limits.message_disk_path",
+            ),
+            ("[limits]\nmessage_disk_limit = -1\n", "message_disk_limit"),
+        ] {
+            let (_, path) = write(text);
+            let message = Config::load(&path).unwrap_err().to_string();
+            assert!(message.contains(needle), "{message}");
+        }
     }
 }

@@ -4,15 +4,18 @@
 //! The reader reads into a receive buffer whose frames are handed out as shared slices, so a
 //! published payload is referenced, not copied, all the way to every subscriber's socket. The
 //! writer sends with `sendmsg` (vectored, non-blocking) and only falls back to waiting on the
-//! socket when its send buffer is full. A protocol violation closes the connection with a log
-//! line naming the client and the cause; it never affects another connection.
+//! socket when its send buffer is full; once memory is sent it reads back what the outbound queue
+//! spooled to disk for a client that fell behind. A protocol violation, or a slow client whose
+//! spool passed its limit, closes the connection with a log line naming the client and the cause;
+//! it never affects another connection.
 
 use crate::journal::{LogonVerdict, Origin};
 use crate::notify::Notify;
-use crate::outbound::{Flushed, Outbound, OverBudget};
+use crate::outbound::{Flushed, Outbound, Overflow, OverflowCause, Queued, Refill};
 use crate::receive::ReceiveBuffer;
 use crate::replay::BookmarkSubscription;
 use crate::shard::Shard;
+use crate::spool::Spool;
 use crate::stats::ShardStats;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +41,8 @@ use tracing::{debug, info, warn};
 #[derive(Debug, Clone)]
 pub(crate) enum CloseReason {
     Protocol(String),
-    SlowConsumer(OverBudget),
+    /// Neither the memory budget nor the spool would take another frame.
+    SlowConsumer(Overflow),
     HeartbeatTimeout {
         silent: Duration,
     },
@@ -52,16 +56,21 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::Protocol(detail) => write!(formatter, "protocol error: {detail}"),
-            CloseReason::SlowConsumer(over) => write!(
-                formatter,
-                "slow consumer: {} bytes queued + {} more would exceed the {} byte budget (limits.client_outbound_bytes_max)",
-                over.queued_bytes, over.frame_bytes, over.budget_bytes
-            ),
+            CloseReason::SlowConsumer(overflow) => write!(formatter, "slow consumer: {overflow}"),
             CloseReason::HeartbeatTimeout { silent } => {
-                write!(formatter, "heartbeat timeout: nothing received for {:.1} s", silent.as_secs_f64())
+                write!(
+                    formatter,
+                    "heartbeat timeout: nothing received for {:.1} s",
+                    silent.as_secs_f64()
+                )
             }
-            CloseReason::LogonTimeout => write!(formatter, "no logon within limits.logon_timeout_seconds"),
-            CloseReason::Replaced => write!(formatter, "a newer connection logged on with the same client name"),
+            CloseReason::LogonTimeout => {
+                write!(formatter, "no logon within limits.logon_timeout_seconds")
+            }
+            CloseReason::Replaced => write!(
+                formatter,
+                "a newer connection logged on with the same client name"
+            ),
             CloseReason::Shutdown => write!(formatter, "server shutting down"),
         }
     }
@@ -88,7 +97,15 @@ pub(crate) struct Connection {
     heartbeat_interval: Cell<Option<Duration>>,
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
+    /// When this client's spooling was last logged as a warning (at most one per
+    /// [`SPOOL_WARNING_INTERVAL`], so a client that hovers at its limit does not flood the log).
+    spool_warned_at: Cell<Option<Instant>>,
+    /// Whether the current spool episode was logged as a warning (then its end is logged too).
+    spool_episode_warned: Cell<bool>,
 }
+
+/// Least time between two warnings about one client starting to spool.
+const SPOOL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 fn unix_now_ns() -> u64 {
     SystemTime::now()
@@ -116,8 +133,11 @@ impl Connection {
             CloseReason::Shutdown => {
                 debug!(client = %self.name(), peer = %self.peer, "closing: {reason}")
             }
-            CloseReason::SlowConsumer(_) => {
+            CloseReason::SlowConsumer(overflow) => {
                 ShardStats::add(&stats.slow_consumers_disconnected, 1);
+                if overflow.cause == OverflowCause::DiskLimit {
+                    ShardStats::add(&stats.spool_limit_disconnects, 1);
+                }
                 warn!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
             }
             CloseReason::HeartbeatTimeout { .. } | CloseReason::LogonTimeout => {
@@ -134,6 +154,12 @@ impl Connection {
         }
         let graceful = matches!(reason, CloseReason::Shutdown);
         *self.closing.borrow_mut() = Some(reason);
+        // What is spooled will not be sent once closing (the writer sends only memory now), so
+        // the file goes at once, even if the writer stays blocked on a stalled socket. A caller
+        // holding the queue (none today) leaves it to the writer's exit.
+        if let Ok(mut outbound) = self.outbound.try_borrow_mut() {
+            outbound.close_spool();
+        }
         if !graceful && self.fd_open.get() {
             // Stop both directions now: a pending read returns, a blocked write fails, and
             // nothing more is read from a client that broke the protocol.
@@ -149,14 +175,56 @@ impl Connection {
         self.after_push(shard, pushed);
     }
 
-    fn after_push(&self, shard: &Shard, pushed: Result<(), OverBudget>) {
+    fn after_push(&self, shard: &Shard, pushed: Result<Queued, Overflow>) {
         match pushed {
-            Ok(()) => {
+            Ok(Queued::Memory | Queued::Spooled) => {
                 ShardStats::add(&shard.stats.frames_out, 1);
                 self.writer_wake.notify();
             }
-            Err(over) => self.close(CloseReason::SlowConsumer(over), &shard.stats),
+            Ok(Queued::SpoolOpened { budget_full }) => {
+                ShardStats::add(&shard.stats.frames_out, 1);
+                self.log_spool_opened(shard, budget_full);
+                self.writer_wake.notify();
+            }
+            Err(overflow) => self.close(CloseReason::SlowConsumer(overflow), &shard.stats),
         }
+    }
+
+    #[cold]
+    fn log_spool_opened(&self, shard: &Shard, budget_full: bool) {
+        let limits = &shard.config.limits;
+        let outbound = self.outbound.borrow();
+        let path = outbound
+            .spool_path()
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let warn_now = self
+            .spool_warned_at
+            .get()
+            .is_none_or(|warned| now.duration_since(warned) >= SPOOL_WARNING_INTERVAL);
+        self.spool_episode_warned.set(warn_now);
+        if !warn_now {
+            debug!(client = %self.name(), peer = %self.peer, queued_bytes = outbound.queued_bytes(), spool = %path, "slow consumer: spooling to disk again");
+            return;
+        }
+        self.spool_warned_at.set(Some(now));
+        let why = if budget_full {
+            "its memory budget is full"
+        } else {
+            "all clients together are over limits.message_memory_limit"
+        };
+        warn!(
+            client = %self.name(),
+            peer = %self.peer,
+            queued_bytes = outbound.queued_bytes(),
+            spool = %path,
+            "slow consumer: spooling to disk ({why}): {} bytes queued in memory (budget {} bytes, limits.client_outbound_bytes_max; all clients together {} bytes, limits.message_memory_limit); further messages wait in the spool until the client catches up or its spool passes {} bytes (limits.message_disk_limit)",
+            outbound.queued_bytes(),
+            limits.client_outbound_bytes_max,
+            limits.message_memory_limit,
+            limits.message_disk_limit
+        );
     }
 
     /// Queues one delivery: header written here, payload shared with the publisher's buffer.
@@ -174,9 +242,10 @@ impl Connection {
         self.after_push(shard, pushed);
     }
 
-    /// Bytes waiting to be sent to this client.
+    /// Bytes waiting to be sent to this client, in memory and in its spool.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.outbound.borrow().queued_bytes()
+        let outbound = self.outbound.borrow();
+        outbound.queued_bytes() + outbound.spooled_bytes() as usize
     }
 
     /// Queues whole frames rendered elsewhere (SOW query results, oof messages, SOW acks).
@@ -232,7 +301,7 @@ pub(crate) fn queue_delivery(
     delivery: &Delivery,
     message: &PublishedMessage,
     sow_key: Option<&[u8]>,
-) -> Result<(), OverBudget> {
+) -> Result<Queued, Overflow> {
     let timestamp = delivery.timestamp.then_some(message.received_unix_ns);
     let payload_bytes = message.payload().len();
     outbound.push_with_payload(
@@ -295,12 +364,25 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
     let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
     let id = shard.reserve_slot();
     let now = Instant::now();
+    let limits = &shard.config.limits;
+    let spool = (limits.message_disk_limit > 0).then(|| {
+        Spool::new(
+            limits.spool_directory(&shard.config.data_dir),
+            id,
+            limits.message_disk_limit,
+            shard.stats.clone(),
+        )
+    });
     let connection = Rc::new(Connection {
         id,
         peer,
         fd,
         name: RefCell::new(peer.to_string()),
-        outbound: RefCell::new(Outbound::new(shard.config.limits.client_outbound_bytes_max)),
+        outbound: RefCell::new(Outbound::with_spool(
+            limits.client_outbound_bytes_max,
+            limits.message_memory_limit,
+            spool,
+        )),
         writer_wake: Notify::default(),
         writer_done: Notify::default(),
         fd_open: Cell::new(true),
@@ -312,6 +394,8 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
         heartbeat_interval: Cell::new(None),
         last_received: Cell::new(now),
         last_sent: Cell::new(now),
+        spool_warned_at: Cell::new(None),
+        spool_episode_warned: Cell::new(false),
     });
     shard.install(connection.clone());
     ShardStats::add(&shard.stats.connections_accepted, 1);
@@ -338,6 +422,30 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
             };
             match flushed {
                 Ok(Flushed::All) => {
+                    // Memory is sent: next in line is whatever waits in the spool.
+                    if !connection.is_closing() {
+                        let refilled = connection.outbound.borrow_mut().refill_from_spool();
+                        match refilled {
+                            Ok(Refill::Nothing) => {}
+                            Ok(Refill::More) => {
+                                // A long spool drains in steps so the shard's other tasks run.
+                                glommio::yield_if_needed().await;
+                                continue;
+                            }
+                            Ok(Refill::Drained) => {
+                                if connection.spool_episode_warned.replace(false) {
+                                    info!(client = %connection.name(), peer = %connection.peer, "slow consumer caught up: spool drained and removed");
+                                } else {
+                                    debug!(client = %connection.name(), peer = %connection.peer, "slow consumer caught up: spool drained and removed");
+                                }
+                                continue;
+                            }
+                            Err(overflow) => {
+                                connection.close(CloseReason::SlowConsumer(overflow), &shard.stats);
+                                break;
+                            }
+                        }
+                    }
                     connection.last_sent.set(Instant::now());
                     break;
                 }
@@ -378,6 +486,9 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
             break;
         }
     }
+    // What is still spooled will never be sent: the file goes now, not when the last
+    // reference to the connection does.
+    connection.outbound.borrow_mut().close_spool();
     // SAFETY: the reader keeps `connection.fd` open until `writer_done` fires below.
     unsafe { libc::shutdown(connection.fd, libc::SHUT_RDWR) };
     connection.writer_done.notify();

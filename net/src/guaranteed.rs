@@ -456,7 +456,10 @@ impl Shard {
     fn spawn_bookmark_persisted_acks(self: &Rc<Self>) {
         let shard = self.clone();
         glommio::spawn_local(async move {
-            let service = shard.journal.as_ref().expect("spawned on the journal's shard");
+            let service = shard
+                .journal
+                .as_ref()
+                .expect("spawned on the journal's shard");
             loop {
                 glommio::timer::sleep(BOOKMARK_PERSISTED_ACK_INTERVAL).await;
                 let mut due = Vec::new();
@@ -539,8 +542,38 @@ impl Shard {
                 }
             }
         }
+        let mut completed = Vec::new();
+        {
+            let mut ranges = service.live_ranges.borrow_mut();
+            if !ranges.is_empty() {
+                let timestamp_ns = message.received_unix_ns;
+                for delivery in &mut deliveries {
+                    let connection = delivery.connection;
+                    delivery.sub_ids.retain(|sub_id| {
+                        let Some(range) = ranges.get_mut(&(connection, sub_id.clone())) else {
+                            return true;
+                        };
+                        if range.excludes(sequence, timestamp_ns) {
+                            tracing::debug!(sequence, ?range, "live range passed its end");
+                            completed.push((connection, sub_id.clone()));
+                            return false;
+                        }
+                        range.sent(message.bookmark);
+                        if range.ends_at(sequence) {
+                            tracing::debug!(sequence, ?range, "live range reached its end");
+                            completed.push((connection, sub_id.clone()));
+                        }
+                        true
+                    });
+                }
+                deliveries.retain(|delivery| !delivery.sub_ids.is_empty());
+            }
+        }
         for delivery in deliveries {
             self.dispatch(delivery, message, None).await;
+        }
+        for (connection, sub_id) in completed {
+            self.complete_live_range(connection, &sub_id).await;
         }
     }
 

@@ -204,6 +204,8 @@ pub(crate) struct JournalService {
     /// Live bookmark subscriptions that asked for persisted acks: what they were last sent and
     /// last told, so a client's bookmark store learns how far the log holds its messages.
     pub bookmark_acks: RefCell<HashMap<(ConnectionId, SubId), BookmarkAckState>>,
+    /// Range subscriptions whose end lies beyond the log when they caught up.
+    pub live_ranges: RefCell<HashMap<(ConnectionId, SubId), crate::replay::LiveRange>>,
 }
 
 /// A live bookmark subscription's persisted-ack progress.
@@ -245,6 +247,7 @@ impl JournalService {
             headers_scratch: RefCell::new(Vec::with_capacity(256)),
             ack_backlog: RefCell::new(HashMap::new()),
             bookmark_acks: RefCell::new(HashMap::new()),
+            live_ranges: RefCell::new(HashMap::new()),
         }
     }
 

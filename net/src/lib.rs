@@ -14,6 +14,7 @@ mod guaranteed;
 pub mod journal;
 pub mod jsonl;
 mod mesh;
+pub mod minidump;
 mod notify;
 mod outbound;
 #[cfg(test)]
@@ -24,9 +25,9 @@ pub mod runtime;
 mod shard;
 pub mod sow;
 mod sow_recovery;
+mod spool;
 pub mod stats;
 pub mod watchdog;
-pub mod minidump;
 
 pub use config::{Config, ConfigError, TopicRouting};
 pub use runtime::{RunningServer, StartError};

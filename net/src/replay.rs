@@ -138,7 +138,48 @@ fn resolve_end(spec: &BookmarkSpec, durable: Sequence) -> Option<ReplayEnd> {
     result
 }
 
+/// A range subscription that went live because its end lies beyond the log: it completes when
+/// a durable message reaches the end.
+#[derive(Debug)]
+pub(crate) struct LiveRange {
+    end: ReplayEnd,
+    ack: OwnedAckTarget,
+    /// The bookmark of the last message it was sent (for the completed ack).
+    last_sent: Option<WireBookmark>,
+}
+
+impl LiveRange {
+    /// Whether a durable message at `sequence`, stamped `timestamp_ns`, falls past the end.
+    pub(crate) fn excludes(&self, sequence: Sequence, timestamp_ns: u64) -> bool {
+        self.end.passed(sequence, timestamp_ns)
+    }
+
+    /// Whether the message just sent at `sequence` was the last one the range wants.
+    pub(crate) fn ends_at(&self, sequence: Sequence) -> bool {
+        matches!(self.end, ReplayEnd::Sequence(last) if sequence >= last)
+    }
+
+    /// Records a message sent to the range.
+    pub(crate) fn sent(&mut self, bookmark: Option<WireBookmark>) {
+        self.last_sent = bookmark.or(self.last_sent);
+    }
+}
+
 impl ReplayEnd {
+    /// Whether the end lies beyond what the log holds (`up_to`) and now.
+    fn is_ahead(self, up_to: Sequence) -> bool {
+        match self {
+            ReplayEnd::Sequence(last) => last > up_to,
+            ReplayEnd::TimestampNs(before) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_nanos() as u64)
+                    .unwrap_or(0);
+                before > now
+            }
+        }
+    }
+
     fn passed(self, sequence: Sequence, timestamp_ns: u64) -> bool {
         match self {
             ReplayEnd::Sequence(last) => sequence > last,
@@ -201,7 +242,7 @@ impl Shard {
         match start {
             ReplayFrom::Now => {
                 debug!(connection = %subscription.connection, sub_id = %subscription.sub_id, "bookmark subscription from now");
-                self.go_live(&subscription, None).await;
+                self.go_live(&subscription, None, true).await;
             }
             ReplayFrom::Log(from) => {
                 let cancel = Rc::new(Cell::new(false));
@@ -220,7 +261,14 @@ impl Shard {
 
     /// Joins the bookmark router and sends the completed (and persisted) acks the
     /// subscription asked for, naming the last message it was sent.
-    async fn go_live(&self, subscription: &BookmarkSubscription, last_sent: Option<WireBookmark>) {
+    /// `last_sent: None` with `announce == false` is a range going live: its completed ack
+    /// waits until the range ends.
+    async fn go_live(
+        &self,
+        subscription: &BookmarkSubscription,
+        last_sent: Option<WireBookmark>,
+        announce: bool,
+    ) {
         let service = self
             .journal
             .as_ref()
@@ -249,7 +297,9 @@ impl Shard {
                 subscription.paused,
             );
         }
-        self.finish_replay_acks(subscription, last_sent).await;
+        if announce {
+            self.finish_replay_acks(subscription, last_sent).await;
+        }
     }
 
     async fn finish_replay_acks(
@@ -373,6 +423,25 @@ impl Shard {
                 return;
             }
             let caught_up = read == 0;
+            if caught_up && !finished {
+                if let Some(end) = end.filter(|end| end.is_ahead(service.routed_up_to.get())) {
+                    // The range ends after what the log holds now: go live until it does.
+                    service
+                        .replays
+                        .borrow_mut()
+                        .remove(&(subscription.connection, subscription.sub_id.clone()));
+                    service.live_ranges.borrow_mut().insert(
+                        (subscription.connection, subscription.sub_id.clone()),
+                        LiveRange {
+                            end,
+                            ack: subscription.ack.clone(),
+                            last_sent,
+                        },
+                    );
+                    self.go_live(&subscription, None, false).await;
+                    return;
+                }
+            }
             if finished || (caught_up && end.is_some()) {
                 // A range ends at its end point, or at the end of the durable log.
                 info!(connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark range replayed");
@@ -390,10 +459,40 @@ impl Shard {
                     .borrow_mut()
                     .remove(&(subscription.connection, subscription.sub_id.clone()));
                 info!(connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark replay caught up; live");
-                self.go_live(&subscription, last_sent).await;
+                self.go_live(&subscription, last_sent, true).await;
                 return;
             }
             glommio::yield_if_needed().await;
+        }
+    }
+
+    /// Completes a live range: it leaves the bookmark router and gets its completed ack.
+    pub(crate) async fn complete_live_range(&self, connection: ConnectionId, sub_id: &SubId) {
+        let service = self
+            .journal
+            .as_ref()
+            .expect("called on the journal's shard");
+        let Some(range) = service
+            .live_ranges
+            .borrow_mut()
+            .remove(&(connection, sub_id.clone()))
+        else {
+            return;
+        };
+        service
+            .bookmark_router
+            .borrow_mut()
+            .remove(connection, sub_id);
+        service
+            .bookmark_acks
+            .borrow_mut()
+            .remove(&(connection, sub_id.clone()));
+        info!(connection = %connection, sub_id = %sub_id, "bookmark range reached its end live");
+        let target = range.ack.as_target();
+        if target.acks.contains(AckType::Completed) {
+            let mut bytes = Vec::new();
+            reply::write_completed_ack(&mut bytes, &target, range.last_sent);
+            self.send_frames(connection, bytes, None).await;
         }
     }
 

@@ -400,6 +400,10 @@ impl Shard {
                 .bookmark_acks
                 .borrow_mut()
                 .remove(&(connection, sub_id.clone()));
+            service
+                .live_ranges
+                .borrow_mut()
+                .remove(&(connection, sub_id.clone()));
             if let Some(cancel) = service
                 .replays
                 .borrow_mut()

@@ -1,7 +1,7 @@
 //! Counters the shards keep, readable from any thread without locks.
 //!
 //! Each shard owns one [`ShardStats`] and is its only writer; readers (the log at shutdown, the
-//! admin API later) load the atomics with relaxed ordering. Counters only grow; gauges (open connections) go both ways.
+//! admin API later) load the atomics with relaxed ordering. Counters only grow; gauges (open connections, spool backlog) go both ways.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,8 +26,21 @@ pub struct ShardStats {
     pub commands_refused: AtomicU64,
     /// Connections closed for a protocol violation (oversized or unparseable frame).
     pub protocol_errors: AtomicU64,
-    /// Connections closed because their outbound queue exceeded its budget.
+    /// Connections closed as slow consumers: over their memory budget with spooling off, their
+    /// spool over `limits.message_disk_limit`, or their spool file failing.
     pub slow_consumers_disconnected: AtomicU64,
+    /// Times a connection started spooling to disk (over its memory budget, or the instance over
+    /// `limits.message_memory_limit`).
+    pub spools_opened: AtomicU64,
+    /// Frames appended to spool files.
+    pub messages_spooled: AtomicU64,
+    /// Bytes appended to spool files.
+    pub bytes_spooled: AtomicU64,
+    /// Bytes in spool files not yet read back for sending (a gauge).
+    pub spool_backlog_bytes: AtomicU64,
+    /// Connections closed because their spool would have passed `limits.message_disk_limit`
+    /// (also counted in `slow_consumers_disconnected`).
+    pub spool_limit_disconnects: AtomicU64,
     /// Connections closed for missing heartbeats or logon.
     pub timeouts: AtomicU64,
     /// When the shard's loop last ran (milliseconds since the Unix epoch; 0 before it started):

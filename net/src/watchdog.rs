@@ -142,7 +142,7 @@ impl Watchdog {
 }
 
 /// Writes a minidump and logs where (or why not).
-pub fn write_minidump(folder: &PathBuf, reason: &str, detail: &str) -> Option<PathBuf> {
+pub fn write_minidump(folder: &std::path::Path, reason: &str, detail: &str) -> Option<PathBuf> {
     match crate::minidump::write(folder, reason, Some(detail)) {
         Ok(path) => {
             error!(path = %path.display(), reason, "minidump written");

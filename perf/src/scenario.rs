@@ -57,8 +57,8 @@ pub const SLOW_SUBSCRIBERS: usize = 5;
 pub const SLOW_RATE_PER_SECOND: u64 = 5_000;
 pub const SLOW_SIZE_BYTES: usize = 1024;
 /// Tachyon's `client_outbound_bytes_max` in the slow-subscriber scenario: 16 MiB, so that at
-/// ~5 MB/s the stalled subscriber's queue overflows inside a 5 s measurement and the disconnect
-/// itself is part of what the healthy subscribers live through.
+/// ~5 MB/s the stalled subscriber's queue overflows inside a 5 s measurement and its spooling to
+/// disk is part of what the healthy subscribers live through.
 pub const SLOW_OUTBOUND_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Labels of the two slow-subscriber runs.
 pub const SLOW_BASELINE: &str = "slow-sub-baseline";
@@ -360,8 +360,8 @@ fn plan_slow(plan: &mut Plan, settings: &Settings) {
     plan.notes.push(format!(
         "slow-subscriber: {SLOW_SUBSCRIBERS} subscribers; in the stalled run the last stops reading after \
          the warm-up; latency is over the other {} in both runs. Tachyon runs with [limits] \
-         client_outbound_bytes_max = {} (server default {}), past which it disconnects the stalled \
-         subscriber; NATS keeps its defaults (max_pending 64 MiB, write_deadline 10 s)",
+         client_outbound_bytes_max = {} (server default {}), past which it spools the stalled \
+         subscriber to disk (disconnecting it at message_disk_limit); NATS keeps its defaults (max_pending 64 MiB, write_deadline 10 s)",
         SLOW_SUBSCRIBERS - 1,
         settings.slow_outbound_bytes_max,
         CLIENT_OUTBOUND_BYTES_MAX_DEFAULT

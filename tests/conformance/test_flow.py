@@ -62,6 +62,7 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.hard_timeout(180)
+@pytest.mark.server_toml("[limits]\nmessage_disk_limit = 1048576")
 def test_slow_consumer_does_not_stall_others(server, raw, make_client):
     """A subscriber that stops reading must not block the publisher or other subscribers, nor grow the
     server without bound: the server disconnects it (AMPS: 'slow client') and says so in the log."""

@@ -404,3 +404,36 @@ def test_persisted_acks_are_conflated_over_the_configured_interval(server, raw):
     sequences = [int(a.get("s")) for a in acks]
     assert sequences == sorted(sequences)
     assert len(acks) <= 3, f"100 publishes over ~0.1 s must conflate into few acks: {sequences}"
+
+
+def test_a_range_that_ends_beyond_the_log_goes_live_until_its_end(server, make_client, raw):
+    pub = make_client()
+    publish_ids(pub, "orders", range(3))
+    pub.flush(5000)
+    sub = make_client()
+    everything = Collector("all")
+    sub.bookmark_subscribe(everything, "orders", "0", timeout=5000)
+    everything.wait_count(3, 10)
+    first = everything.publishes()[0].bookmark
+    publisher, sequence, _ = first.split("|")
+    end = f"{publisher}|{int(sequence) + 4}|"  # the fifth message, not yet published
+
+    conn = raw()
+    conn.logon(unique_name("raw-live-range"))
+    cid = conn.next_cid()
+    conn.send({"c": "subscribe", "cid": cid, "t": "orders", "sub_id": "r2", "a": "processed,completed",
+               "bookmark": f"[{first}:{end}]"})
+    conn.read_ack(cid, "processed", timeout=5)
+    time.sleep(0.3)
+    publish_ids(pub, "orders", range(3, 8))
+    pub.flush(5000)
+    completed, before = conn.read_until(lambda f: f.c == "ack" and f.get("a") == "completed", 10)
+    got = [json.loads(f.data)["i"] for f in before if f.c == "p"]
+    assert got == [0, 1, 2, 3, 4], (before, completed)
+    assert completed.get("bm", "").endswith(f"|{int(sequence) + 4}|"), completed
+    publish_ids(pub, "orders", [99])
+    pub.flush(5000)
+    with pytest.raises(Exception):
+        frame = conn.read_frame(0.5)
+        assert frame.c != "p", f"a completed range got a live message: {frame!r}"
+        raise TimeoutError

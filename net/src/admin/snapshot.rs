@@ -42,7 +42,7 @@ impl ShardCounter {
 
 /// Every [`ShardStats`] field, in declaration order. A test compares this table with the struct,
 /// so a counter added there and forgotten here fails the build's tests, not an operator.
-pub(crate) const SHARD_COUNTERS: [ShardCounter; 12] = [
+pub(crate) const SHARD_COUNTERS: [ShardCounter; 17] = [
     ShardCounter {
         name: "connections_accepted",
         kind: MetricKind::Counter,
@@ -100,8 +100,38 @@ pub(crate) const SHARD_COUNTERS: [ShardCounter; 12] = [
     ShardCounter {
         name: "slow_consumers_disconnected",
         kind: MetricKind::Counter,
-        help: "Connections closed because their outbound queue exceeded its budget.",
+        help: "Connections closed as slow consumers (over budget with spooling off, spool over limits.message_disk_limit, or spool failure).",
         read: |stats| &stats.slow_consumers_disconnected,
+    },
+    ShardCounter {
+        name: "spools_opened",
+        kind: MetricKind::Counter,
+        help: "Times a connection started spooling to disk (over its memory budget or the instance over limits.message_memory_limit).",
+        read: |stats| &stats.spools_opened,
+    },
+    ShardCounter {
+        name: "messages_spooled",
+        kind: MetricKind::Counter,
+        help: "Frames appended to spool files.",
+        read: |stats| &stats.messages_spooled,
+    },
+    ShardCounter {
+        name: "bytes_spooled",
+        kind: MetricKind::Counter,
+        help: "Bytes appended to spool files.",
+        read: |stats| &stats.bytes_spooled,
+    },
+    ShardCounter {
+        name: "spool_backlog_bytes",
+        kind: MetricKind::Gauge,
+        help: "Bytes in spool files not yet read back for sending.",
+        read: |stats| &stats.spool_backlog_bytes,
+    },
+    ShardCounter {
+        name: "spool_limit_disconnects",
+        kind: MetricKind::Counter,
+        help: "Connections closed because their spool would have passed limits.message_disk_limit.",
+        read: |stats| &stats.spool_limit_disconnects,
     },
     ShardCounter {
         name: "timeouts",

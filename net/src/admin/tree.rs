@@ -120,6 +120,9 @@ pub(crate) fn config(config: &Config, admin_address: SocketAddr) -> Value {
             "receive_buffer_bytes": limits.receive_buffer_bytes,
             "mesh_channel_depth": limits.mesh_channel_depth,
             "logon_timeout_seconds": limits.logon_timeout_seconds,
+            "message_memory_limit": limits.message_memory_limit,
+            "message_disk_path": limits.spool_directory(&config.data_dir).display().to_string(),
+            "message_disk_limit": limits.message_disk_limit,
         },
         "sow": {
             "snapshot_interval_seconds": config.sow.snapshot_interval_seconds,
