@@ -5,7 +5,7 @@
 # client), then: format check, clippy with warnings denied, every Rust test, the conformance suite
 # (journal, crash, logging and watchdog tests included), the admin API, dashboard (headless
 # Chromium) and JSON Lines suites against the release binary, a short
-# fuzz run of each target, and smoke passes of the latency and journal benchmarks (figures
+# fuzz run of each target, and smoke passes of the latency, scenario and journal benchmarks (figures
 # printed, never asserted).
 #
 #   ci/test.sh              everything
@@ -76,6 +76,9 @@ fi
 
 step "latency benchmark (smoke: figures only, nothing asserted)"
 target/release/tachyon-bench latency --smoke --tachyon-bin target/release/tachyon
+
+step "scenario suite (smoke: every scenario, a second each, figures only)"
+target/release/tachyon-bench scenario all --smoke --tachyon-bin target/release/tachyon
 
 step "journal benchmark (smoke: CRC32C, write throughput against fio, recovery scan)"
 target/release/tachyon-bench journal --smoke
