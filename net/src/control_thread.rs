@@ -36,3 +36,14 @@ pub(crate) fn adopt(listener: std::net::TcpListener) -> Result<tokio::net::TcpLi
     tokio::net::TcpListener::from_std(listener)
         .map_err(|error| format!("cannot register the listening socket with the runtime: {error}"))
 }
+
+/// The text of a panic payload (a control thread that died reports it to its starter).
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        format!("panicked: {text}")
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        format!("panicked: {text}")
+    } else {
+        "panicked".into()
+    }
+}

@@ -149,10 +149,16 @@ mod tests {
     fn a_minidump_names_the_reason_and_every_thread() {
         let folder = std::env::temp_dir().join(format!("tachyon-minidump-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&folder);
+        // The name is set by the new thread itself as it starts: wait until it runs.
+        let (started, running) = std::sync::mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("dump-witness".into())
-            .spawn(|| std::thread::sleep(Duration::from_secs(30)))
+            .spawn(move || {
+                started.send(()).unwrap();
+                std::thread::sleep(Duration::from_secs(30))
+            })
             .unwrap();
+        running.recv().unwrap();
         let path = write(&folder, "unit test", Some("shard 3 stuck")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("reason: unit test"), "{text}");

@@ -152,7 +152,7 @@ pub fn start(context: AdminContext) -> Result<AdminServer, AdminError> {
         }
         Err(mpsc::RecvError) => {
             let message = match thread.join() {
-                Err(panic) => panic_message(&panic),
+                Err(panic) => crate::control_thread::panic_message(&panic),
                 Ok(()) => "the thread exited without a word".into(),
             };
             return Err(AdminError::Startup { address, message });
@@ -193,7 +193,7 @@ impl AdminServer {
             if let Err(panic) = thread.join() {
                 warn!(
                     "admin thread panicked while stopping: {}",
-                    panic_message(&panic)
+                    crate::control_thread::panic_message(&panic)
                 );
             }
         }
@@ -263,16 +263,5 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
         std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
         std::io::ErrorKind::AddrNotAvailable => " (that address is not on this host: use 0.0.0.0, 127.0.0.1 or one of this host's addresses)",
         _ => "",
-    }
-}
-
-/// The text of a panic payload.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        format!("panicked: {text}")
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        format!("panicked: {text}")
-    } else {
-        "panicked".into()
     }
 }
