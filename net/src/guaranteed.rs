@@ -138,10 +138,7 @@ impl Shard {
         client_name_hash: u64,
         user_id: Option<&str>,
     ) -> LogonVerdict {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let verdict = service.logon(connection, client_name_hash, user_id);
         if let LogonVerdict::Accepted {
             replaced: Some(old),
@@ -177,10 +174,7 @@ impl Shard {
         connection: ConnectionId,
         ack: OwnedAckTarget,
     ) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let failure = service.failure.borrow().clone();
         if let Some(failure) = failure {
             let refusal = refuse(Reason::TxStoreFailure, failure);
@@ -222,10 +216,7 @@ impl Shard {
         kind: RecordKind,
         extra: RecordHeaders<'_>,
     ) -> Admission {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let publisher = origin.publisher();
         if publisher.client_sequence != 0
             && service
@@ -317,10 +308,7 @@ impl Shard {
 
     /// Starts a write of what is buffered if none is in flight and wakes the completion task.
     fn submit_journal(&self) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         // A failure is reported by the completion task's next poll.
         if let Ok(true) = service.journal.borrow_mut().submit() {
             service.submitted.notify();
@@ -347,10 +335,7 @@ impl Shard {
         self.spawn_bookmark_persisted_acks();
         let shard = self.clone();
         glommio::spawn_local(async move {
-            let service = shard
-                .journal
-                .as_ref()
-                .expect("spawned on the journal's shard");
+            let service = shard.journal_service();
             loop {
                 if service.failure.borrow().is_some() {
                     return;
@@ -376,10 +361,7 @@ impl Shard {
     /// Everything up to `up_to` is durable: ack publishers, remember their sequences, and hand
     /// the messages to live bookmark subscriptions.
     pub(crate) async fn on_durable(&self, up_to: Sequence) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         service.shared.durable_up_to.store(up_to, Ordering::Release);
         service
             .durable_generation
@@ -456,10 +438,7 @@ impl Shard {
     fn spawn_bookmark_persisted_acks(self: &Rc<Self>) {
         let shard = self.clone();
         glommio::spawn_local(async move {
-            let service = shard
-                .journal
-                .as_ref()
-                .expect("spawned on the journal's shard");
+            let service = shard.journal_service();
             loop {
                 glommio::timer::sleep(BOOKMARK_PERSISTED_ACK_INTERVAL).await;
                 let mut due = Vec::new();
@@ -492,10 +471,7 @@ impl Shard {
         }
         let shard = self.clone();
         glommio::spawn_local(async move {
-            let service = shard
-                .journal
-                .as_ref()
-                .expect("spawned on the journal's shard");
+            let service = shard.journal_service();
             loop {
                 glommio::timer::sleep(interval).await;
                 let backlog = std::mem::take(&mut *service.ack_backlog.borrow_mut());
@@ -509,10 +485,7 @@ impl Shard {
 
     /// Delivers a message that just became durable to the live bookmark subscriptions.
     async fn route_durable(&self, sequence: Sequence, message: &PublishedMessage) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let mut deliveries = Vec::new();
         {
             let context = MessageContext {
@@ -579,10 +552,7 @@ impl Shard {
 
     /// The journal failed: it takes no more writes; every waiting publisher hears it.
     pub(crate) async fn on_journal_failure(&self, cause: String) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         if service.failure.borrow().is_some() {
             return;
         }

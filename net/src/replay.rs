@@ -211,10 +211,7 @@ impl Shard {
         self: &Rc<Self>,
         subscription: BookmarkSubscription,
     ) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let target = subscription.ack.as_target();
         let last_sequence = service.journal.borrow().last_sequence();
         let routed = service.routed_up_to.get();
@@ -269,10 +266,7 @@ impl Shard {
         last_sent: Option<WireBookmark>,
         announce: bool,
     ) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         if subscription.ack.acks.contains(AckType::Persisted) {
             service.bookmark_acks.borrow_mut().insert(
                 (subscription.connection, subscription.sub_id.clone()),
@@ -329,10 +323,7 @@ impl Shard {
         end: Option<ReplayEnd>,
         cancel: Rc<Cell<bool>>,
     ) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let started = std::time::Instant::now();
         let dir = service.journal.borrow().journal_dir().to_path_buf();
         let mut reader = match JournalReader::open(&dir, from) {
@@ -468,10 +459,7 @@ impl Shard {
 
     /// Completes a live range: it leaves the bookmark router and gets its completed ack.
     pub(crate) async fn complete_live_range(&self, connection: ConnectionId, sub_id: &SubId) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         let Some(range) = service
             .live_ranges
             .borrow_mut()
@@ -497,10 +485,7 @@ impl Shard {
     }
 
     async fn fail_replay(&self, subscription: &BookmarkSubscription, detail: String) {
-        let service = self
-            .journal
-            .as_ref()
-            .expect("called on the journal's shard");
+        let service = self.journal_service();
         service
             .replays
             .borrow_mut()

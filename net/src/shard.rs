@@ -116,6 +116,14 @@ impl Shard {
         }
     }
 
+    /// The transaction log's state; only the journal's shard (shard 0, when any topic is
+    /// journaled) has one, and only its code paths call this.
+    pub(crate) fn journal_service(&self) -> &JournalService {
+        self.journal
+            .as_ref()
+            .expect("called on the journal's shard")
+    }
+
     /// The shard that owns `topic`: where its messages are routed (and later journaled).
     pub(crate) fn owner_of(&self, topic: &[u8]) -> ShardId {
         if self.journaled.contains(topic) {
