@@ -47,3 +47,17 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         "panicked".into()
     }
 }
+
+/// What to do about a bind error of a control-plane listener configured as `[<table>] address`.
+pub(crate) fn bind_hint(error: &std::io::Error, table: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another process is listening there: stop it or set [{table}] address to another port)"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => " (that address is not on this host: use 0.0.0.0, 127.0.0.1 or one of this host's addresses)".into(),
+        _ => String::new(),
+    }
+}

@@ -69,7 +69,7 @@ pub enum AdminError {
         /// The OS error.
         source: std::io::Error,
         /// What to do about it.
-        hint: &'static str,
+        hint: String,
     },
     /// The admin thread or its tokio runtime could not be created.
     #[error("admin API on {address} could not start its thread: {source} (the process may be out of threads or file descriptors: check `ulimit -u` and `ulimit -n`)")]
@@ -121,7 +121,7 @@ pub fn start(context: AdminContext) -> Result<AdminServer, AdminError> {
     let requested = context.address;
     let listener = std::net::TcpListener::bind(requested).map_err(|source| AdminError::Bind {
         address: requested,
-        hint: bind_hint(&source),
+        hint: crate::control_thread::bind_hint(&source, "admin"),
         source,
     })?;
     let address = listener
@@ -129,7 +129,7 @@ pub fn start(context: AdminContext) -> Result<AdminServer, AdminError> {
         .and_then(|address| listener.set_nonblocking(true).map(|()| address))
         .map_err(|source| AdminError::Bind {
             address: requested,
-            hint: "",
+            hint: String::new(),
             source,
         })?;
     let shutting_down = Arc::new(AtomicBool::new(false));
@@ -254,14 +254,4 @@ fn serve(
             ),
         }
     });
-}
-
-/// What to do about a bind error, for the operator.
-fn bind_hint(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        std::io::ErrorKind::AddrInUse => " (another process is listening there: stop it or set [admin] address to another port)",
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-        std::io::ErrorKind::AddrNotAvailable => " (that address is not on this host: use 0.0.0.0, 127.0.0.1 or one of this host's addresses)",
-        _ => "",
-    }
 }

@@ -63,7 +63,7 @@ pub enum JsonlError {
         /// The OS error.
         source: std::io::Error,
         /// What to do about it.
-        hint: &'static str,
+        hint: String,
     },
     /// The thread or its tokio runtime could not be created.
     #[error("JSON Lines server on {address} could not start its thread: {source} (the process may be out of threads or file descriptors: check `ulimit -u` and `ulimit -n`)")]
@@ -120,7 +120,7 @@ pub(crate) fn start_with_limits(
     let requested = context.address;
     let listener = std::net::TcpListener::bind(requested).map_err(|source| JsonlError::Bind {
         address: requested,
-        hint: bind_hint(&source),
+        hint: crate::control_thread::bind_hint(&source, "jsonl"),
         source,
     })?;
     let address = listener
@@ -128,7 +128,7 @@ pub(crate) fn start_with_limits(
         .and_then(|address| listener.set_nonblocking(true).map(|()| address))
         .map_err(|source| JsonlError::Bind {
             address: requested,
-            hint: "",
+            hint: String::new(),
             source,
         })?;
     let (stop_sender, stopping) = watch::channel(false);
@@ -264,14 +264,4 @@ fn serve(
             ),
         }
     });
-}
-
-/// What to do about a bind error, for the operator.
-fn bind_hint(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        std::io::ErrorKind::AddrInUse => " (another process is listening there: stop it or set [jsonl] address to another port)",
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-        std::io::ErrorKind::AddrNotAvailable => " (that address is not on this host: use 0.0.0.0, 127.0.0.1 or one of this host's addresses)",
-        _ => "",
-    }
 }
