@@ -313,6 +313,21 @@ fn solo(args: SoloArgs) -> Result<i32> {
         address: admin_address,
         control_core: plan.control_plane,
         stats: server.stats.clone(),
+        boards: server.boards.clone(),
+        rotate_log: log_file.clone().map(|file| {
+            let rotate: tachyon_net::admin::RotateLog = std::sync::Arc::new(move || {
+                file.rotate()
+                    .map(|()| {
+                        info!("log file rotated (admin API)");
+                        "log file rotated: the old file was renamed with a timestamp and a new one started".to_string()
+                    })
+                    .map_err(|error| {
+                        warn!("log rotation failed: {error}");
+                        format!("log rotation failed: {error}")
+                    })
+            });
+            rotate
+        }),
         journal: server.journal.clone(),
         config: std::sync::Arc::new(admin_config),
         placement: plan.to_string(),

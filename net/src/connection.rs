@@ -9,6 +9,7 @@
 //! spool passed its limit, closes the connection with a log line naming the client and the cause;
 //! it never affects another connection.
 
+use crate::board::{bump, set, ClientStats, SubscriptionInfo};
 use crate::journal::{LogonVerdict, Origin};
 use crate::notify::Notify;
 use crate::outbound::{Flushed, Outbound, Overflow, OverflowCause, Queued, Refill};
@@ -24,6 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tachyon_core::ids::{stable_hash, ConnectionId};
 use tachyon_core::message::PublishedMessage;
@@ -49,6 +51,8 @@ pub(crate) enum CloseReason {
     LogonTimeout,
     /// Another connection logged on with this client name (same user, transaction log on).
     Replaced,
+    /// An operator asked for it over the admin API.
+    Administrator,
     Shutdown,
 }
 
@@ -71,6 +75,10 @@ impl std::fmt::Display for CloseReason {
                 formatter,
                 "a newer connection logged on with the same client name"
             ),
+            CloseReason::Administrator => write!(
+                formatter,
+                "an operator asked for it (admin API: POST /amps/administrator/clients/<id>/disconnect)"
+            ),
             CloseReason::Shutdown => write!(formatter, "server shutting down"),
         }
     }
@@ -89,6 +97,8 @@ pub(crate) struct Connection {
     fd_open: Cell<bool>,
     closing: RefCell<Option<CloseReason>>,
     pub connected_at: Instant,
+    /// What the admin API shows about this client (posted to the shard's board).
+    pub(crate) stats: Arc<ClientStats>,
     logged_on: Cell<bool>,
     /// Hash of the client name (the publisher id in bookmarks); set at logon.
     name_hash: Cell<u64>,
@@ -151,6 +161,9 @@ impl Connection {
             CloseReason::Replaced => {
                 info!(client = %self.name(), peer = %self.peer, "disconnecting: {reason}");
             }
+            CloseReason::Administrator => {
+                warn!(client = %self.name(), peer = %self.peer, connection = %self.id, "disconnecting: {reason}");
+            }
         }
         let graceful = matches!(reason, CloseReason::Shutdown);
         *self.closing.borrow_mut() = Some(reason);
@@ -169,6 +182,14 @@ impl Connection {
         self.writer_wake.notify();
     }
 
+    /// Posts how much waits for this client, in memory and in its spool.
+    fn post_queue_depth(&self) {
+        if let Ok(outbound) = self.outbound.try_borrow() {
+            set(&self.stats.queued_bytes, outbound.queued_bytes() as u64);
+            set(&self.stats.spooled_bytes, outbound.spooled_bytes());
+        }
+    }
+
     /// Queues a whole control frame (ack, heartbeat) written by `write`.
     fn send_inline(&self, shard: &Shard, write: impl FnOnce(&mut Vec<u8>)) {
         let pushed = self.outbound.borrow_mut().push_inline(write);
@@ -179,10 +200,15 @@ impl Connection {
         match pushed {
             Ok(Queued::Memory | Queued::Spooled) => {
                 ShardStats::add(&shard.stats.frames_out, 1);
+                bump(&self.stats.frames_out, 1);
+                self.post_queue_depth();
                 self.writer_wake.notify();
             }
             Ok(Queued::SpoolOpened { budget_full }) => {
                 ShardStats::add(&shard.stats.frames_out, 1);
+                bump(&self.stats.frames_out, 1);
+                bump(&self.stats.spools_opened, 1);
+                self.post_queue_depth();
                 self.log_spool_opened(shard, budget_full);
                 self.writer_wake.notify();
             }
@@ -239,6 +265,7 @@ impl Connection {
             return;
         }
         let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message, sow_key);
+        bump(&self.stats.messages_out, 1);
         self.after_push(shard, pushed);
     }
 
@@ -268,6 +295,10 @@ impl Connection {
     /// Heartbeat and logon deadlines, checked by the shard's timer.
     pub(crate) fn check_timers(&self, shard: &Shard, now: Instant) {
         if self.is_closing() {
+            return;
+        }
+        if self.stats.disconnect_requested() {
+            self.close(CloseReason::Administrator, &shard.stats);
             return;
         }
         if !self.logged_on.get() {
@@ -364,6 +395,7 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
     let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
     let id = shard.reserve_slot();
     let now = Instant::now();
+    let stats = Arc::new(ClientStats::new(id, peer, unix_now_ns() / 1_000_000));
     let limits = &shard.config.limits;
     let spool = (limits.message_disk_limit > 0).then(|| {
         Spool::new(
@@ -388,6 +420,7 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
         fd_open: Cell::new(true),
         closing: RefCell::new(None),
         connected_at: now,
+        stats: stats.clone(),
         logged_on: Cell::new(false),
         name_hash: Cell::new(0),
         owns_name: Cell::new(false),
@@ -398,6 +431,7 @@ pub(crate) fn spawn(shard: Rc<Shard>, stream: TcpStream) {
         spool_episode_warned: Cell::new(false),
     });
     shard.install(connection.clone());
+    shard.board.add_client(stats);
     ShardStats::add(&shard.stats.connections_accepted, 1);
     ShardStats::add(&shard.stats.connections_open, 1);
     debug!(%peer, connection = %id, "accepted");
@@ -414,10 +448,14 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
                 let mut outbound = connection.outbound.borrow_mut();
                 let before = outbound.queued_bytes();
                 let flushed = outbound.flush(connection.fd);
-                ShardStats::add(
-                    &shard.stats.bytes_out,
-                    (before - outbound.queued_bytes()) as u64,
+                let sent = (before - outbound.queued_bytes()) as u64;
+                ShardStats::add(&shard.stats.bytes_out, sent);
+                bump(&connection.stats.bytes_out, sent);
+                set(
+                    &connection.stats.queued_bytes,
+                    outbound.queued_bytes() as u64,
                 );
+                set(&connection.stats.spooled_bytes, outbound.spooled_bytes());
                 flushed
             };
             match flushed {
@@ -461,6 +499,7 @@ async fn write_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tc
                     match stream.write(&waiting_copy).await {
                         Ok(written) => {
                             ShardStats::add(&shard.stats.bytes_out, written as u64);
+                            bump(&connection.stats.bytes_out, written as u64);
                             connection.outbound.borrow_mut().consume(written)
                         }
                         Err(error) => {
@@ -515,6 +554,7 @@ async fn read_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tcp
         receive.filled(count);
         connection.last_received.set(Instant::now());
         ShardStats::add(&shard.stats.bytes_in, count as u64);
+        bump(&connection.stats.bytes_in, count as u64);
         loop {
             let frame = match receive.next_frame(frame_bytes_max) {
                 Ok(Some(frame)) => frame,
@@ -525,6 +565,7 @@ async fn read_loop(shard: Rc<Shard>, connection: Rc<Connection>, mut stream: Tcp
                 }
             };
             ShardStats::add(&shard.stats.frames_in, 1);
+            bump(&connection.stats.frames_in, 1);
             if let Err(detail) = handle_frame(&shard, &connection, &mut session, frame).await {
                 connection.close(CloseReason::Protocol(detail), &shard.stats);
                 break 'reading;
@@ -558,6 +599,7 @@ async fn finish(shard: &Rc<Shard>, connection: &Rc<Connection>, session: &mut Se
     connection.writer_done.notified().await;
     connection.fd_open.set(false);
     shard.release(connection.id);
+    shard.board.remove_client(connection.id);
     ShardStats::sub(&shard.stats.connections_open, 1);
     info!(client = %connection.name(), peer = %connection.peer, "disconnected");
 }
@@ -616,6 +658,9 @@ async fn handle_frame(
             }
             info!(client = %name, peer = %connection.peer, user = session.user_id().unwrap_or(""), last_persisted, "logged on");
             *connection.name.borrow_mut() = name.clone();
+            connection
+                .stats
+                .logged_on(&name, session.user_id().unwrap_or(""));
             connection.name_hash.set(name_hash);
             connection.logged_on.set(true);
             connection.send_inline(shard, |buffer| {
@@ -625,6 +670,7 @@ async fn handle_frame(
         }
         Request::Publish | Request::DeltaPublish => {
             ShardStats::add(&shard.stats.messages_published, 1);
+            bump(&connection.stats.messages_in, 1);
             let delta = matches!(request, Request::DeltaPublish);
             let message = published_message(&frame, &header);
             let origin = Origin {
@@ -698,6 +744,11 @@ async fn handle_frame(
             }
             // processed precedes group_begin (§5.4): it is queued before the query is sent.
             connection.ack_success(shard, &target, AckType::Processed);
+            if let Some((sub_id, record)) = &query.subscription {
+                connection
+                    .stats
+                    .subscribed(subscription_info(&header, sub_id, record));
+            }
             if let (Some((sub_id, _)), Some(previous)) = (&query.subscription, &query.previous) {
                 shard
                     .unsubscribe(connection.id, sub_id, &previous.topic)
@@ -787,6 +838,9 @@ async fn handle_frame(
                     .await;
             }
             info!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), bookmark = %String::from_utf8_lossy(header.bytes(Key::Bookmark).unwrap_or_default()), "bookmark subscription");
+            connection
+                .stats
+                .subscribed(subscription_info(&header, &sub_id, &record));
             let subscription = BookmarkSubscription {
                 connection: connection.id,
                 sub_id,
@@ -819,10 +873,14 @@ async fn handle_frame(
                     record.paused,
                 )
                 .await;
+            connection
+                .stats
+                .subscribed(subscription_info(&header, &sub_id, &record));
             debug!(client = %connection.name(), sub_id = %sub_id, topic = %record.topic.display(), "subscribed");
         }
         Request::Unsubscribe(removed) => {
             for (sub_id, record) in removed {
+                connection.stats.unsubscribed(&sub_id.to_string());
                 shard
                     .unsubscribe(connection.id, &sub_id, &record.topic)
                     .await;
@@ -830,6 +888,7 @@ async fn handle_frame(
         }
         Request::Pause(targets, paused) => {
             for (sub_id, record) in targets {
+                connection.stats.paused(&sub_id.to_string(), paused);
                 shard
                     .pause(connection.id, &sub_id, &record.topic, paused)
                     .await;
@@ -864,6 +923,27 @@ async fn handle_frame(
         }
     }
     Ok(())
+}
+
+/// A subscription as the admin API lists it: ids and topic, and the filter and bookmark as sent.
+fn subscription_info(
+    header: &Header<'_>,
+    sub_id: &tachyon_core::ids::SubId,
+    record: &tachyon_core::session::SubscriptionRecord,
+) -> SubscriptionInfo {
+    let text = |key| {
+        header
+            .bytes(key)
+            .filter(|bytes| !bytes.is_empty())
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    };
+    SubscriptionInfo {
+        sub_id: sub_id.to_string(),
+        topic: record.topic.display(),
+        filter: text(Key::Filter),
+        bookmark: record.bookmark.as_ref().and(text(Key::Bookmark)),
+        paused: record.paused,
+    }
 }
 
 /// The topic of the testing-only command that blocks a shard (`[watchdog] debug_block_command`).

@@ -346,7 +346,16 @@ impl Shard {
                 }
                 let polled = service.journal.borrow_mut().poll_completions();
                 match polled {
-                    Ok(Some(durable)) => shard.on_durable(durable.up_to).await,
+                    Ok(Some(durable)) => {
+                        if let Some(group) = durable.group {
+                            let shared = &service.shared;
+                            crate::board::bump(&shared.records_written, group.records);
+                            crate::board::bump(&shared.bytes_written, group.bytes);
+                            crate::board::bump(&shared.writes, 1);
+                            shared.write_latency.record(group.took);
+                        }
+                        shard.on_durable(durable.up_to).await
+                    }
                     Ok(None) => glommio::timer::sleep(COMPLETION_POLL_INTERVAL).await,
                     Err(error) => {
                         shard.on_journal_failure(error.to_string()).await;

@@ -41,6 +41,14 @@ pub struct JournalShared {
     pub last_sequence: AtomicU64,
     /// Every record up to here is durable.
     pub durable_up_to: AtomicU64,
+    /// Records written and synced.
+    pub records_written: AtomicU64,
+    /// Bytes written and synced (padded to whole blocks).
+    pub bytes_written: AtomicU64,
+    /// Write+sync groups completed (each ends in one fsync-equivalent).
+    pub writes: AtomicU64,
+    /// How long each write+sync group took, from submit to completion.
+    pub write_latency: crate::latency::LatencyHistogram,
 }
 
 impl JournalShared {

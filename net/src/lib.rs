@@ -7,12 +7,14 @@
 //! bounded send queue, written with vectored sends so payloads are never copied.
 
 pub mod admin;
+pub mod board;
 pub mod config;
 mod connection;
 mod control_thread;
 mod guaranteed;
 pub mod journal;
 pub mod jsonl;
+pub mod latency;
 mod mesh;
 pub mod minidump;
 mod notify;

@@ -6,6 +6,7 @@
 //! that cannot start stops the others and the error names the likely cause. Stopping sets one
 //! flag; each shard stops accepting, lets its connections send what is queued, and exits.
 
+use crate::board::ShardBoard;
 use crate::config::Config;
 use crate::journal::{JournalService, JournalShared, ShardJournal};
 use crate::mesh::MeshBuilders;
@@ -76,6 +77,8 @@ pub struct RunningServer {
     pub amps_address: SocketAddr,
     /// Each shard's counters.
     pub stats: Vec<Arc<ShardStats>>,
+    /// Each shard's clients, topics and routing latency.
+    pub boards: Vec<Arc<ShardBoard>>,
     /// What every thread may read about the transaction log.
     pub journal: Arc<JournalShared>,
 }
@@ -118,6 +121,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
     let journal_shared = Arc::new(JournalShared::default());
     let mut handles = Vec::with_capacity(shard_count);
     let mut stats = Vec::with_capacity(shard_count);
+    let mut boards = Vec::with_capacity(shard_count);
 
     // Executors are created in shard order; glommio numbers mesh peers by executor creation order,
     // so mesh peer i is shard i (asserted when the mesh is joined).
@@ -126,6 +130,8 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         let core = placement.core;
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(shard_stats.clone());
+        let shard_board = Arc::new(ShardBoard::default());
+        boards.push(shard_board.clone());
         let meshes = meshes.clone();
         let ready = ready_sender.clone();
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
@@ -145,6 +151,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
                 shard_count,
                 shard_config,
                 shard_stats,
+                shard_board,
                 shard_shutdown,
                 meshes,
                 address,
@@ -174,6 +181,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         shutdown,
         amps_address: address,
         stats,
+        boards,
         journal: journal_shared,
     };
     for _ in 0..shard_count {
@@ -235,6 +243,7 @@ async fn run_shard(
     shard_count: usize,
     config: Arc<Config>,
     stats: Arc<ShardStats>,
+    board: Arc<ShardBoard>,
     shutdown: Arc<AtomicBool>,
     meshes: Option<MeshBuilders>,
     address: SocketAddr,
@@ -279,6 +288,7 @@ async fn run_shard(
         shard_count,
         config,
         stats,
+        board,
         shutdown.clone(),
         lanes,
         ShardJournal {
@@ -330,6 +340,7 @@ async fn run_shard(
         }
         shard.expire_sow().await;
         shard.snapshot_sow(false);
+        shard.post_sow_stats();
         if Instant::now() >= next_retention {
             next_retention = Instant::now() + RETENTION_INTERVAL;
             shard.apply_journal_retention();

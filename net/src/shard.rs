@@ -7,6 +7,7 @@
 //! connection, inline when that is this shard. Cross-shard
 //! requests (subscribe, flush barriers) wait for replies matched by token.
 
+use crate::board::{bump, ShardBoard, TopicTable};
 use crate::config::{Config, TopicRouting};
 use crate::connection::Connection;
 use crate::guaranteed::Admission;
@@ -48,6 +49,10 @@ pub(crate) struct Shard {
     pub shard_count: usize,
     pub config: Arc<Config>,
     pub stats: Arc<ShardStats>,
+    /// What this shard posts about its clients, topics and routing latency.
+    pub(crate) board: Arc<ShardBoard>,
+    /// Per-topic counters of the topics this shard routes.
+    pub(crate) topic_stats: TopicTable,
     pub shutdown: Arc<AtomicBool>,
     pub(crate) router: RefCell<Router>,
     slots: RefCell<Vec<Slot>>,
@@ -68,11 +73,13 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: ShardId,
         shard_count: usize,
         config: Arc<Config>,
         stats: Arc<ShardStats>,
+        board: Arc<ShardBoard>,
         shutdown: Arc<AtomicBool>,
         lanes: Option<LaneSenders>,
         journal: ShardJournal,
@@ -105,6 +112,8 @@ impl Shard {
             shard_count,
             config,
             stats,
+            topic_stats: TopicTable::new(board.clone()),
+            board,
             shutdown,
             router: RefCell::new(Router::new()),
             slots: RefCell::new(Vec::new()),
@@ -273,13 +282,31 @@ impl Shard {
                 &mut deliveries,
             );
         }
+        let delivered = deliveries.len();
         for delivery in deliveries.drain(..) {
             self.dispatch(delivery, &message, None).await;
         }
+        self.note_routed(&message, delivered);
         let mut scratch = self.route_scratch.borrow_mut();
         if scratch.capacity() < deliveries.capacity() {
             *scratch = deliveries;
         }
+    }
+
+    /// Counts a routed message for its topic and records how long it took from receipt to its
+    /// deliveries being queued or handed to their shards.
+    pub(crate) fn note_routed(&self, message: &PublishedMessage, deliveries: usize) {
+        self.topic_stats.with(message.topic(), |topic| {
+            bump(&topic.messages_in, 1);
+            bump(&topic.bytes_in, message.payload().len() as u64);
+            bump(&topic.deliveries, deliveries as u64);
+        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        self.board
+            .route_latency
+            .record_ns(now.saturating_sub(message.received_unix_ns));
     }
 
     /// Hands one delivery to its connection: inline when local, else over the delivery lane.

@@ -392,6 +392,7 @@ impl Shard {
             );
         }
         let delta_message = delta_payload.map(|payload| synthetic_message(&message, &payload));
+        let delivered = deliveries.len();
         for delivery in deliveries {
             let chosen = match &delta_message {
                 Some(delta_message) if delivery.delta => delta_message,
@@ -399,6 +400,7 @@ impl Shard {
             };
             self.dispatch(delivery, chosen, Some(&applied.key)).await;
         }
+        self.note_routed(&message, delivered);
         if !oofs.is_empty() {
             let view = RecordView {
                 // The wire key is all an oof frame needs; an explicit key is written as its text.
@@ -724,6 +726,21 @@ impl Shard {
                 self.send_removal_oofs(&topic, record, OofReason::Expired)
                     .await;
             }
+        }
+    }
+
+    /// Posts each owned SOW topic's size to its topic statistics (on the shard's timer: a few
+    /// loads per topic, nothing per message).
+    pub(crate) fn post_sow_stats(&self) {
+        for (name, topic) in self.sow.topics.borrow().iter() {
+            let stats = topic.stats();
+            self.topic_stats.with(name, |posted| {
+                posted.sow.store(true, std::sync::atomic::Ordering::Relaxed);
+                crate::board::set(&posted.sow_records, stats.records as u64);
+                crate::board::set(&posted.sow_bytes_used, stats.bytes_used as u64);
+                crate::board::set(&posted.sow_bytes_free, stats.bytes_free as u64);
+                crate::board::set(&posted.sow_slabs, stats.slabs as u64);
+            });
         }
     }
 

@@ -68,6 +68,7 @@ class Server:
         self.admin_port = free_port()
         self.config_path = workdir / "tachyon.toml"
         self.stderr_path = workdir / "server.stderr.log"
+        self.log_path = workdir / "tachyon.log"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -82,6 +83,8 @@ class Server:
             f"[journal]\ntopics = [\"journaled\"]\n"
             f"[admin]\naddress = \"{self.host}:{self.admin_port}\"\n"
             f"[jsonl]\naddress = \"{self.host}:0\"\n"
+            f"[logging]\nfile = {json.dumps(str(self.log_path))}\n"
+            f"[[sow.topics]]\ntopic = \"positions\"\nkey_fields = [\"/id\"]\n"
         )
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -111,10 +114,10 @@ class Server:
                 )
             time.sleep(0.05)
 
-    def request(self, method: str, path: str) -> Reply:
+    def request(self, method: str, path: str, timeout: float = 5) -> Reply:
         request = urllib.request.Request(self.admin + path, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return Reply(answer.status, answer.headers, answer.read())
         except urllib.error.HTTPError as error:
             return Reply(error.code, error.headers, error.read())

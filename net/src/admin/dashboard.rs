@@ -1,14 +1,19 @@
 //! The dashboard: `GET /dashboard`, one self-contained HTML page (`dashboard.html`, compiled into
-//! the binary) that shows version and uptime, clients per shard, topics, message rates and a live
-//! plot of the admin API's round-trip time.
+//! the binary) in the Galvanometer style: version and uptime, message rates, the clients and the
+//! topics with their counters and rates, the journal, and a live plot of the server's latency.
 //!
 //! The page does the work in the operator's browser: it polls `amps/instance` every 500 ms and
 //! `health` every 2 s, and computes rates from the difference between two polls, so the server
 //! keeps no state for its viewers and this module only hands out a constant. It must never grow
-//! per-viewer state, a second copy of the statistics, or a latency number the server did not
-//! measure: until the shards keep a latency histogram, the only latency on the page is the one the
-//! browser measures itself, labelled as such. The page loads nothing from any other origin, and
-//! its Content-Security-Policy tells the browser to refuse anything that tries.
+//! per-viewer state or a second copy of the statistics. Latency works the same way: the shards
+//! measure each message from its receipt to its deliveries queued into a cumulative histogram of
+//! power-of-two buckets (`instance.latency.route`), and the page takes the difference of the
+//! bucket counts between two polls to plot that interval's p50 and p99, labelled as what they are
+//! (upper bounds of their buckets, measured by the server). The page shows no latency the server
+//! did not measure, except the round-trip time of its own poll, labelled as the browser's. Every
+//! value from the server, client and topic names included, is rendered as text, never as markup.
+//! The page loads nothing from any other origin, and its Content-Security-Policy tells the browser
+//! to refuse anything that tries.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -115,11 +120,15 @@ mod tests {
             "bytes-in-rate",
             "bytes-out-rate",
             "rtt-last",
+            "latency-p50",
+            "latency-p99",
             "rates-chart",
+            "latency-chart",
             "rtt-chart",
             "processors",
             "clients",
             "topics",
+            "journal",
             "banner",
         ] {
             assert_eq!(
@@ -133,8 +142,36 @@ mod tests {
 
     #[test]
     fn page_says_which_latency_it_shows() {
+        // The server's latency, for what it is: what it spans, who measured it, how precise it is.
+        assert!(PAGE.contains(
+            "Receipt → queued for subscribers, measured by the server, power-of-two buckets (upper bound)"
+        ));
+        assert!(PAGE.contains("getJson(\"amps/instance\")"));
+        assert!(PAGE.contains("instance.latency && instance.latency.route"));
+        // The browser's own round trip is there too, and says it is not message latency.
         assert!(PAGE.contains("Admin API round-trip time"));
         assert!(PAGE.contains("<b>not</b> message latency"));
+    }
+
+    #[test]
+    fn page_renders_server_values_as_text() {
+        // Topic and client names are chosen by whoever connects: never parse them as markup.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "DOMParser",
+            "createContextualFragment",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(
+                !PAGE.contains(sink),
+                "the dashboard must render server values with textContent, but it uses {sink}"
+            );
+        }
+        assert!(PAGE.contains("td.textContent = text;"));
     }
 
     #[test]

@@ -8,12 +8,16 @@
 //! | `GET /amps/instance[/path…]` | the statistics tree, or the subtree at the path |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
 //! | `GET /dashboard` | an HTML page that polls `/amps/instance` and `/health` from the browser |
+//! | `POST /amps/administrator/minidump` | writes a minidump, answers with its path |
+//! | `POST /amps/administrator/clients/<id>/disconnect` | disconnects a client (id or logon name) |
+//! | `POST /amps/administrator/logging/rotate` | rotates the log file |
 //!
 //! Anything else is a 404 (or 405 for a known path with another method) with a JSON body that
-//! says what exists. Handlers only read; no route changes the instance yet.
+//! says what exists. Only the `POST` actions change anything; they are POST (not AMPS's GET) so
+//! a browser's prefetch or a crawler can never disconnect a client.
 
 use super::dashboard;
-use super::snapshot::Snapshot;
+use super::snapshot::{client_id, ClientLookup, Snapshot};
 use super::{metrics, tree, AdminState};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode, Uri};
@@ -26,9 +30,11 @@ use std::sync::Arc;
 type SharedState = State<Arc<AdminState>>;
 
 /// The endpoints, as listed by `GET /` and by 404 answers.
-pub(crate) const ENDPOINTS: [&str; 7] = [
+pub(crate) const ENDPOINTS: [&str; 9] = [
     "/health",
     "POST /amps/administrator/minidump",
+    "POST /amps/administrator/clients/<id or name>/disconnect",
+    "POST /amps/administrator/logging/rotate",
     "/health/live",
     "/amps/instance",
     "/metrics",
@@ -47,6 +53,14 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/amps/administrator/minidump",
             axum::routing::post(minidump),
+        )
+        .route(
+            "/amps/administrator/clients/{id}/disconnect",
+            axum::routing::post(disconnect),
+        )
+        .route(
+            "/amps/administrator/logging/rotate",
+            axum::routing::post(rotate_log),
         )
         .route("/amps", get(tree_root))
         .route("/amps/{*path}", get(subtree))
@@ -117,6 +131,96 @@ async fn minidump(State(state): SharedState) -> Response {
     }
 }
 
+/// How long the disconnect action waits to see the connection gone before answering 202.
+const DISCONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The admin action that disconnects one client, named by its id (`<shard>.<slot>.<generation>`,
+/// as `/amps/instance/clients` lists it) or by its logon name when exactly one client has it.
+/// The owning shard closes the connection on its next timer tick and logs why.
+async fn disconnect(State(state): SharedState, Path(id): Path<String>) -> Response {
+    let snapshot = Snapshot::take(&state.context);
+    let client = match snapshot.client(&id) {
+        Ok(client) => client.clone(),
+        Err(lookup) => {
+            let (status, error) = match lookup {
+                ClientLookup::Missing => (StatusCode::NOT_FOUND, "no open connection has that id or logon name"),
+                ClientLookup::Ambiguous => (StatusCode::CONFLICT, "several connections logged on with that name: use the connection id from /amps/instance/clients"),
+            };
+            let known: Vec<Value> = snapshot
+                .clients
+                .iter()
+                .map(|client| json!({"id": client.id, "name": client.identity.name}))
+                .collect();
+            return json_response(
+                status,
+                &json!({"error": error, "client": id, "clients": known}),
+            );
+        }
+    };
+    let Some(stats) = state
+        .context
+        .boards
+        .iter()
+        .flat_map(|board| board.clients())
+        .find(|stats| client_id(stats) == client.id)
+    else {
+        return json_response(
+            StatusCode::OK,
+            &json!({"status": "disconnected", "id": client.id, "name": client.identity.name}),
+        );
+    };
+    stats.request_disconnect();
+    tracing::info!(client = %client.identity.name, id = %client.id, peer = %client.peer, "admin API: disconnect requested");
+    drop(stats);
+    let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+    loop {
+        let open = state
+            .context
+            .boards
+            .iter()
+            .flat_map(|board| board.clients())
+            .any(|stats| client_id(&stats) == client.id);
+        if !open {
+            return json_response(
+                StatusCode::OK,
+                &json!({"status": "disconnected", "id": client.id, "name": client.identity.name}),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return json_response(
+                StatusCode::ACCEPTED,
+                &json!({"status": "requested", "id": client.id, "name": client.identity.name,
+                        "detail": "the shard is still draining the connection; it closes without reading more"}),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The admin action that rotates the log file (as SIGUSR1 does).
+async fn rotate_log(State(state): SharedState) -> Response {
+    let Some(rotate) = state.context.rotate_log.clone() else {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"status": "not_rotated", "error": "no log file is configured ([logging] file or --log-file); the console log cannot be rotated"}),
+        );
+    };
+    match tokio::task::spawn_blocking(move || rotate()).await {
+        Ok(Ok(detail)) => json_response(
+            StatusCode::OK,
+            &json!({"status": "rotated", "detail": detail}),
+        ),
+        Ok(Err(error)) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"status": "failed", "error": error}),
+        ),
+        Err(error) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"status": "failed", "error": format!("the rotation task failed: {error}")}),
+        ),
+    }
+}
+
 async fn live() -> Response {
     json_response(StatusCode::OK, &json!({ "live": true }))
 }
@@ -176,17 +280,23 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 async fn method_not_allowed(uri: Uri) -> Response {
+    // The administrator's actions change the instance and take POST; everything else only reads.
+    let allowed = if uri.path().starts_with("/amps/administrator/") {
+        "POST"
+    } else {
+        "GET, HEAD"
+    };
     let mut response = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         &json!({
             "error": "method not allowed",
             "path": uri.path(),
-            "allowed": ["GET", "HEAD"],
+            "allowed": allowed.split(", ").collect::<Vec<_>>(),
         }),
     );
     response
         .headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
     response
 }
 

@@ -1,12 +1,15 @@
 //! Prometheus text exposition format 0.0.4 for `GET /metrics`.
 //!
 //! Every family gets its `# HELP` and `# TYPE` line before its samples. Cardinality is bounded
-//! by construction: the only label is `shard` (one value per data-plane shard), except the
-//! single `tachyon_build_info` sample, which carries the version as Prometheus convention asks.
+//! by construction: the only labels are `shard` (one value per data-plane shard) and a
+//! histogram's `le` (a fixed set of bucket bounds), except the single `tachyon_build_info`
+//! sample, which carries the version as Prometheus convention asks. Per-client and per-topic
+//! figures are in the JSON tree, not here.
 //! Nothing here may label by client, topic or anything else that grows with traffic.
 
 use super::snapshot::{MetricKind, Snapshot, SHARD_COUNTERS};
 use super::tree::unix_seconds;
+use crate::latency::{LatencyCounts, LATENCY_BUCKET_BOUNDS_US};
 use std::fmt::Write;
 
 /// The `Content-Type` of the exposition.
@@ -97,6 +100,64 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
             let _ = writeln!(out, "{name} {value}");
         }
     }
+    let journal_counters: [(&str, &str, u64); 3] = [
+        (
+            "tachyon_journal_records_written_total",
+            "Journal records written and synced.",
+            journal.records_written,
+        ),
+        (
+            "tachyon_journal_bytes_written_total",
+            "Journal bytes written and synced (padded to whole blocks).",
+            journal.bytes_written,
+        ),
+        (
+            "tachyon_journal_writes_total",
+            "Journal write+sync groups completed (one sync each).",
+            journal.writes,
+        ),
+    ];
+    for (name, help, value) in journal_counters {
+        family(&mut out, name, help, MetricKind::Counter);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let topic_gauges: [(&str, &str, usize); 3] = [
+        (
+            "tachyon_clients",
+            "Client connections listed by the admin API.",
+            snapshot.clients.len(),
+        ),
+        (
+            "tachyon_subscriptions",
+            "Subscriptions of all clients.",
+            snapshot
+                .clients
+                .iter()
+                .map(|client| client.subscriptions.len())
+                .sum(),
+        ),
+        (
+            "tachyon_topics",
+            "Topics routed since start (each shard tracks a bounded number by name).",
+            snapshot.topics.len(),
+        ),
+    ];
+    for (name, help, value) in topic_gauges {
+        family(&mut out, name, help, MetricKind::Gauge);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    histogram(
+        &mut out,
+        "tachyon_route_latency_seconds",
+        "From a message's receipt to its deliveries queued for every subscriber (routing, filtering, SOW update).",
+        &snapshot.route_latency,
+    );
+    histogram(
+        &mut out,
+        "tachyon_journal_write_latency_seconds",
+        "From a journal write being handed to the kernel to its sync completing.",
+        &journal.write_latency,
+    );
     family(
         &mut out,
         "tachyon_build_info",
@@ -109,6 +170,25 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
         escape_label(version)
     );
     out
+}
+
+/// A histogram family: cumulative `_bucket{le=…}` samples in seconds, `+Inf`, `_sum`, `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, counts: &LatencyCounts) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (bound_us, count) in LATENCY_BUCKET_BOUNDS_US.iter().zip(&counts.buckets) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *bound_us as f64 / 1e6
+        );
+    }
+    cumulative += counts.buckets[LATENCY_BUCKET_BOUNDS_US.len()];
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}", counts.sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 /// Writes a family's `# HELP` and `# TYPE` lines.

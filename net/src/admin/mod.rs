@@ -18,6 +18,7 @@ mod snapshot;
 mod tests;
 mod tree;
 
+use crate::board::ShardBoard;
 use crate::config::Config;
 use crate::journal::JournalShared;
 use crate::stats::ShardStats;
@@ -46,6 +47,10 @@ pub struct AdminContext {
     pub control_core: Option<CoreId>,
     /// Each shard's counters, indexed by shard number.
     pub stats: Vec<Arc<ShardStats>>,
+    /// Each shard's clients, topics and routing latency, indexed by shard number.
+    pub boards: Vec<Arc<ShardBoard>>,
+    /// Rotates the log file (the admin action); `None` when the binary logs to no file.
+    pub rotate_log: Option<RotateLog>,
     /// The journal's state shared with the shards.
     pub journal: Arc<JournalShared>,
     /// The effective configuration (after command-line overrides).
@@ -57,6 +62,9 @@ pub struct AdminContext {
     /// The build's version, e.g. `env!("CARGO_PKG_VERSION")`.
     pub version: &'static str,
 }
+
+/// The binary's log rotation, for the admin action: `Ok` with what happened, or why it failed.
+pub type RotateLog = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// The admin API could not start.
 #[derive(Debug, Error)]

@@ -5,7 +5,11 @@
 //! different shards are not a single atomic cut, which monitoring does not need.
 
 use super::AdminContext;
+use crate::board::{get, ClientIdentity, ClientStats, SubscriptionInfo, TopicStats};
+use crate::latency::LatencyCounts;
 use crate::stats::ShardStats;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
@@ -161,6 +165,90 @@ pub(crate) struct JournalSnapshot {
     pub(crate) last_sequence: u64,
     /// Every record up to this sequence is durable.
     pub(crate) durable_up_to: u64,
+    /// Records written and synced.
+    pub(crate) records_written: u64,
+    /// Bytes written and synced.
+    pub(crate) bytes_written: u64,
+    /// Write+sync groups completed.
+    pub(crate) writes: u64,
+    /// How long write+sync groups took.
+    pub(crate) write_latency: LatencyCounts,
+}
+
+/// One client connection's values.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientSnapshot {
+    /// The id the admin API names it by (`<shard>.<slot>.<generation>`).
+    pub(crate) id: String,
+    /// The shard that owns the connection.
+    pub(crate) shard: u16,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// When it connected (ms since the Unix epoch).
+    pub(crate) connected_at_unix_ms: u64,
+    /// Name, user, logged on.
+    pub(crate) identity: ClientIdentity,
+    /// Its subscriptions.
+    pub(crate) subscriptions: Vec<SubscriptionInfo>,
+    /// Counters and gauges, in [`CLIENT_VALUES`] order.
+    pub(crate) values: [u64; CLIENT_VALUES.len()],
+}
+
+/// Where one per-client value lives.
+pub(crate) type ClientValue = fn(&ClientStats) -> &AtomicU64;
+
+/// The per-client values: name (as in the tree) and where each lives.
+pub(crate) const CLIENT_VALUES: [(&str, ClientValue); 9] = [
+    ("bytes_in", |client| &client.bytes_in),
+    ("frames_in", |client| &client.frames_in),
+    ("messages_in", |client| &client.messages_in),
+    ("bytes_out", |client| &client.bytes_out),
+    ("frames_out", |client| &client.frames_out),
+    ("messages_out", |client| &client.messages_out),
+    ("queue_depth_bytes", |client| &client.queued_bytes),
+    ("spooled_bytes", |client| &client.spooled_bytes),
+    ("spools_opened", |client| &client.spools_opened),
+];
+
+/// One topic's values, added up over the shards that route it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TopicSnapshot {
+    /// Messages published to it.
+    pub(crate) messages_in: u64,
+    /// Payload bytes published to it.
+    pub(crate) bytes_in: u64,
+    /// Deliveries of its messages.
+    pub(crate) deliveries: u64,
+    /// Its SOW, when it is a SOW topic.
+    pub(crate) sow: Option<SowSnapshot>,
+}
+
+/// A SOW topic's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SowSnapshot {
+    /// Records stored.
+    pub(crate) records: u64,
+    /// Bytes in allocated record blocks.
+    pub(crate) bytes_used: u64,
+    /// Bytes of slab space not in any block.
+    pub(crate) bytes_free: u64,
+    /// Slabs allocated.
+    pub(crate) slabs: u64,
+}
+
+impl TopicSnapshot {
+    fn add(&mut self, stats: &TopicStats) {
+        self.messages_in += get(&stats.messages_in);
+        self.bytes_in += get(&stats.bytes_in);
+        self.deliveries += get(&stats.deliveries);
+        if stats.sow.load(std::sync::atomic::Ordering::Relaxed) {
+            let sow = self.sow.get_or_insert_with(SowSnapshot::default);
+            sow.records += get(&stats.sow_records);
+            sow.bytes_used += get(&stats.sow_bytes_used);
+            sow.bytes_free += get(&stats.sow_bytes_free);
+            sow.slabs += get(&stats.sow_slabs);
+        }
+    }
 }
 
 /// The process's memory and threads as the kernel reports them (`/proc/self/status`).
@@ -225,6 +313,12 @@ pub(crate) struct Snapshot {
     pub(crate) uptime: Duration,
     /// Memory and threads, when procfs can say.
     pub(crate) process: Option<ProcessSnapshot>,
+    /// Open connections, by shard then slot.
+    pub(crate) clients: Vec<ClientSnapshot>,
+    /// Topics by name.
+    pub(crate) topics: BTreeMap<String, TopicSnapshot>,
+    /// Receipt-to-queued routing latency, all shards together.
+    pub(crate) route_latency: LatencyCounts,
 }
 
 impl Snapshot {
@@ -247,7 +341,23 @@ impl Snapshot {
             failed: shared.has_failed(),
             last_sequence: ShardStats::get(&shared.last_sequence),
             durable_up_to: ShardStats::get(&shared.durable_up_to),
+            records_written: get(&shared.records_written),
+            bytes_written: get(&shared.bytes_written),
+            writes: get(&shared.writes),
+            write_latency: shared.write_latency.read(),
         };
+        let mut clients = Vec::new();
+        let mut topics: BTreeMap<String, TopicSnapshot> = BTreeMap::new();
+        let mut route_latency = LatencyCounts::default();
+        for board in &context.boards {
+            for client in board.clients() {
+                clients.push(ClientSnapshot::take(&client));
+            }
+            for topic in board.topics() {
+                topics.entry(topic.name.clone()).or_default().add(&topic);
+            }
+            route_latency.add(&board.route_latency.read());
+        }
         Snapshot {
             shards,
             journal,
@@ -256,6 +366,26 @@ impl Snapshot {
                 .duration_since(context.started_at)
                 .unwrap_or_default(),
             process: ProcessSnapshot::read(),
+            clients,
+            topics,
+            route_latency,
+        }
+    }
+
+    /// The client the admin API calls `id`, by its id or, when exactly one client has it, by
+    /// its logon name.
+    pub(crate) fn client(&self, id: &str) -> Result<&ClientSnapshot, ClientLookup> {
+        if let Some(client) = self.clients.iter().find(|client| client.id == id) {
+            return Ok(client);
+        }
+        let mut named = self
+            .clients
+            .iter()
+            .filter(|client| client.identity.logged_on && client.identity.name == id);
+        match (named.next(), named.next()) {
+            (Some(client), None) => Ok(client),
+            (Some(_), Some(_)) => Err(ClientLookup::Ambiguous),
+            (None, _) => Err(ClientLookup::Missing),
         }
     }
 
@@ -269,4 +399,41 @@ impl Snapshot {
         }
         totals
     }
+}
+
+/// Why a client id named no single client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientLookup {
+    /// No open connection has that id or name.
+    Missing,
+    /// Several connections logged on with that name: use the connection id.
+    Ambiguous,
+}
+
+impl ClientSnapshot {
+    /// Reads one client's entry.
+    pub(crate) fn take(client: &ClientStats) -> ClientSnapshot {
+        let mut values = [0; CLIENT_VALUES.len()];
+        for (value, (_, read)) in values.iter_mut().zip(&CLIENT_VALUES) {
+            *value = get(read(client));
+        }
+        ClientSnapshot {
+            id: client_id(client),
+            shard: client.connection.shard.0,
+            peer: client.peer,
+            connected_at_unix_ms: client.connected_at_unix_ms,
+            identity: client.identity(),
+            subscriptions: client.subscriptions(),
+            values,
+        }
+    }
+}
+
+/// The admin API's id for a connection: `<shard>.<slot>.<generation>`, safe in a URL path.
+pub(crate) fn client_id(client: &ClientStats) -> String {
+    let connection = client.connection;
+    format!(
+        "{}.{}.{}",
+        connection.shard.0, connection.slot, connection.generation
+    )
 }

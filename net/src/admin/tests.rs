@@ -5,9 +5,10 @@
 //! `tachyon-admin` thread in `/proc` sees only its own.
 
 use super::snapshot::{MetricKind, ProcessSnapshot, Snapshot, SHARD_COUNTERS};
-use super::{metrics, start, tree, AdminContext, AdminError, AdminServer, THREAD_NAME};
+use super::{metrics, start, tree, AdminContext, AdminError, AdminServer, AdminState, THREAD_NAME};
 use crate::config::{Config, FaultToml, SowTopicToml};
 use crate::journal::JournalShared;
+use crate::latency::LATENCY_FINITE_BUCKETS;
 use crate::stats::ShardStats;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -54,6 +55,8 @@ fn fake_context(address: SocketAddr, shards: usize) -> AdminContext {
         address,
         control_core: None,
         stats: fake_stats(shards),
+        boards: (0..shards).map(|_| Arc::default()).collect(),
+        rotate_log: None,
         journal,
         config: Arc::new(config),
         placement: "placement: 2 network shards on 1 NUMA node\n  shards 0-1: cores 0-1 (node 0)\n"
@@ -207,7 +210,7 @@ fn parse_strictly(text: &str) -> Exposition {
             let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
             assert!(helps.contains(name), "{name}: TYPE before HELP");
             assert!(
-                kind == "counter" || kind == "gauge",
+                kind == "counter" || kind == "gauge" || kind == "histogram",
                 "{name}: unexpected type {kind}"
             );
             assert!(
@@ -223,13 +226,23 @@ fn parse_strictly(text: &str) -> Exposition {
             .unwrap_or_else(|_| panic!("{line:?}: value is not a number"));
         let name = series.split('{').next().unwrap();
         assert!(is_metric_name(name), "bad metric name in {line:?}");
+        // A histogram's samples are its name plus `_bucket`, `_sum` or `_count`.
+        let family = current
+            .as_deref()
+            .filter(|family| types.get(*family).map(String::as_str) == Some("histogram"))
+            .filter(|family| {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+            })
+            .unwrap_or(name);
         assert_eq!(
             current.as_deref(),
-            Some(name),
+            Some(family),
             "{line:?} is outside its family's block"
         );
         let kind = types
-            .get(name)
+            .get(family)
             .unwrap_or_else(|| panic!("{line:?}: sample before its TYPE"));
         if kind == "counter" {
             assert!(
@@ -247,6 +260,8 @@ fn parse_strictly(text: &str) -> Exposition {
                 let (label, quoted) = pair.split_once('=').expect("label=\"value\"");
                 let allowed = if name == "tachyon_build_info" {
                     "version"
+                } else if name.ends_with("_bucket") {
+                    "le"
                 } else {
                     "shard"
                 };
@@ -322,12 +337,45 @@ fn metrics_text_parses_and_carries_every_counter_per_shard() {
     // An independent parser reads the same samples with the same types.
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
         .expect("prometheus-parse reads the exposition");
-    assert_eq!(scrape.samples.len(), exposition.samples.len());
+    // It folds each histogram's buckets into one sample; `_sum` and `_count` stay separate.
+    let histogram_buckets: usize = exposition
+        .samples
+        .keys()
+        .filter(|series| series.contains("_bucket{"))
+        .count();
+    let histograms = exposition
+        .types
+        .values()
+        .filter(|kind| *kind == "histogram")
+        .count();
+    assert_eq!(histograms, 2, "route and journal write latency");
+    assert_eq!(
+        scrape.samples.len(),
+        exposition.samples.len() - histogram_buckets + histograms
+    );
     for sample in &scrape.samples {
-        let (kind, value) = match sample.value {
-            prometheus_parse::Value::Counter(value) => ("counter", value),
-            prometheus_parse::Value::Gauge(value) => ("gauge", value),
-            ref other => panic!("{}: unexpected {other:?}", sample.metric),
+        let (kind, value) = match &sample.value {
+            prometheus_parse::Value::Counter(value) => ("counter", *value),
+            prometheus_parse::Value::Gauge(value) => ("gauge", *value),
+            prometheus_parse::Value::Histogram(buckets) => {
+                assert_eq!(
+                    buckets.len(),
+                    LATENCY_FINITE_BUCKETS + 1,
+                    "{}",
+                    sample.metric
+                );
+                continue;
+            }
+            prometheus_parse::Value::Untyped(_) => {
+                // `_sum` and `_count` of a histogram come back untyped.
+                assert!(
+                    sample.metric.ends_with("_sum") || sample.metric.ends_with("_count"),
+                    "{}: untyped",
+                    sample.metric
+                );
+                continue;
+            }
+            other => panic!("{}: unexpected {other:?}", sample.metric),
         };
         assert_eq!(exposition.types[&sample.metric], kind, "{}", sample.metric);
         if let Some(shard) = sample.labels.get("shard") {
@@ -547,8 +595,20 @@ fn serves_every_endpoint_over_http() {
     );
     let journal_tree = get(address, "/amps/instance/journal").json();
     assert_eq!(
-        journal_tree,
-        serde_json::json!({"enabled": true, "failed": false, "last_sequence": 42, "durable_up_to": 40})
+        (
+            &journal_tree["enabled"],
+            &journal_tree["failed"],
+            &journal_tree["last_sequence"],
+            &journal_tree["durable_up_to"],
+            &journal_tree["writes"],
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!(42),
+            &serde_json::json!(40),
+            &serde_json::json!(0),
+        )
     );
     assert_eq!(
         get(address, "/amps/instance/config/limits/frame_bytes_max").json(),
@@ -701,4 +761,95 @@ fn dropping_the_server_stops_it() {
     drop(server);
     assert!(TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err());
     assert!(threads_named(THREAD_NAME).is_empty());
+}
+
+// ---------------------------------------------------------------------------------- boards
+
+#[test]
+fn clients_topics_and_latency_from_the_boards_reach_the_tree_and_metrics() {
+    use crate::board::{bump, ClientStats, SubscriptionInfo, TopicTable};
+    use tachyon_core::ids::{ConnectionId, ShardId};
+    let context = fake_context(loopback(), 2);
+    let board = context.boards[1].clone();
+    let client = Arc::new(ClientStats::new(
+        ConnectionId {
+            shard: ShardId(1),
+            slot: 4,
+            generation: 2,
+        },
+        "127.0.0.1:4000".parse().unwrap(),
+        1_700_000_000_000,
+    ));
+    client.logged_on("trader-1", "ops");
+    client.subscribed(SubscriptionInfo {
+        sub_id: "7".into(),
+        topic: "orders".into(),
+        filter: Some("/px > 100".into()),
+        bookmark: None,
+        paused: false,
+    });
+    bump(&client.messages_out, 12);
+    bump(&client.bytes_in, 345);
+    board.add_client(client.clone());
+    let topics = TopicTable::new(board.clone());
+    topics.with(b"orders", |topic| {
+        bump(&topic.messages_in, 30);
+        bump(&topic.deliveries, 12);
+    });
+    for micros in [3, 5, 900, 40] {
+        board.route_latency.record(Duration::from_micros(micros));
+    }
+    context
+        .journal
+        .write_latency
+        .record(Duration::from_micros(250));
+
+    let snapshot = Snapshot::take(&context);
+    let state = AdminState {
+        context,
+        address: loopback(),
+        shutting_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let root = tree::root(&state, &snapshot);
+    let entry = tree::lookup(&root, "instance/clients/1.4.2").expect("the client is listed by id");
+    assert_eq!(entry["name"], "trader-1");
+    assert_eq!(entry["user"], "ops");
+    assert_eq!(entry["messages_out"], 12);
+    assert_eq!(entry["bytes_in"], 345);
+    assert_eq!(entry["subscriptions"][0]["filter"], "/px > 100");
+    assert_eq!(entry["connected_at"], "2023-11-14T22:13:20.000Z");
+    let orders = tree::lookup(&root, "instance/topics/orders").unwrap();
+    assert_eq!(orders["messages_in"], 30);
+    assert_eq!(orders["subscriptions"], 1);
+    let route = tree::lookup(&root, "instance/latency/route").unwrap();
+    assert_eq!(route["count"], 4);
+    assert_eq!(route["p50_us_at_most"], 8);
+    assert_eq!(route["p99_us_at_most"], 1024);
+    assert_eq!(snapshot.client("trader-1").unwrap().id, "1.4.2");
+    assert!(snapshot.client("nobody").is_err());
+
+    let exposition = parse_strictly(&metrics::render(&snapshot, "9.9.9-test"));
+    assert_eq!(
+        exposition.types["tachyon_route_latency_seconds"],
+        "histogram"
+    );
+    assert_eq!(
+        exposition.samples["tachyon_route_latency_seconds_bucket{le=\"0.000008\"}"],
+        2.0
+    );
+    assert_eq!(
+        exposition.samples["tachyon_route_latency_seconds_bucket{le=\"+Inf\"}"],
+        4.0
+    );
+    assert_eq!(
+        exposition.samples["tachyon_route_latency_seconds_count"],
+        4.0
+    );
+    assert_eq!(
+        exposition.samples["tachyon_journal_write_latency_seconds_count"],
+        1.0
+    );
+    assert_eq!(exposition.samples["tachyon_clients"], 1.0);
+    assert_eq!(exposition.samples["tachyon_subscriptions"], 1.0);
+    assert_eq!(exposition.samples["tachyon_topics"], 1.0);
 }

@@ -5,9 +5,10 @@
 //! `/amps/instance/processors/1` is shard 1). This module renders only; it never reads an atomic
 //! itself, and it renders the configuration by hand so `config.rs` needs no serializer.
 
-use super::snapshot::{ShardValues, Snapshot, SHARD_COUNTERS};
+use super::snapshot::{ClientSnapshot, ShardValues, Snapshot, CLIENT_VALUES, SHARD_COUNTERS};
 use super::AdminState;
 use crate::config::Config;
+use crate::latency::{LatencyCounts, LATENCY_BUCKET_BOUNDS_US};
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,10 +68,154 @@ fn instance(state: &AdminState, snapshot: &Snapshot) -> Value {
             "failed": journal.failed,
             "last_sequence": journal.last_sequence,
             "durable_up_to": journal.durable_up_to,
+            "records_written": journal.records_written,
+            "bytes_written": journal.bytes_written,
+            "writes": journal.writes,
+            "write_latency": latency(&journal.write_latency),
         },
+        "latency": {
+            "route": latency(&snapshot.route_latency),
+        },
+        "clients": clients(snapshot),
+        "subscriptions": subscriptions(snapshot),
+        "topics": topics(snapshot),
+        "sow": sow(snapshot),
         "totals": totals,
         "memory": memory,
         "config": config(&context.config, state.address),
+    })
+}
+
+/// `/amps/instance/clients`: each open connection by its id (`<shard>.<slot>.<generation>`).
+fn clients(snapshot: &Snapshot) -> Value {
+    let mut clients = Map::new();
+    for client in &snapshot.clients {
+        clients.insert(client.id.clone(), client_entry(client));
+    }
+    Value::Object(clients)
+}
+
+fn client_entry(client: &ClientSnapshot) -> Value {
+    let mut entry = Map::new();
+    entry.insert("id".into(), json!(client.id));
+    entry.insert("name".into(), json!(client.identity.name));
+    entry.insert("user".into(), json!(client.identity.user));
+    entry.insert("logged_on".into(), json!(client.identity.logged_on));
+    entry.insert("peer".into(), json!(client.peer.to_string()));
+    entry.insert("shard".into(), json!(client.shard));
+    entry.insert(
+        "connected_at".into(),
+        json!(rfc3339(
+            UNIX_EPOCH + std::time::Duration::from_millis(client.connected_at_unix_ms)
+        )),
+    );
+    for ((name, _), value) in CLIENT_VALUES.iter().zip(&client.values) {
+        entry.insert((*name).into(), json!(value));
+    }
+    let subscriptions: Vec<Value> = client
+        .subscriptions
+        .iter()
+        .map(|subscription| {
+            json!({
+                "sub_id": subscription.sub_id,
+                "topic": subscription.topic,
+                "filter": subscription.filter,
+                "bookmark": subscription.bookmark,
+                "paused": subscription.paused,
+            })
+        })
+        .collect();
+    entry.insert("subscriptions".into(), Value::Array(subscriptions));
+    Value::Object(entry)
+}
+
+/// `/amps/instance/subscriptions`: every subscription of every client, one list.
+fn subscriptions(snapshot: &Snapshot) -> Value {
+    let mut all = Vec::new();
+    for client in &snapshot.clients {
+        for subscription in &client.subscriptions {
+            all.push(json!({
+                "client": client.id,
+                "client_name": client.identity.name,
+                "sub_id": subscription.sub_id,
+                "topic": subscription.topic,
+                "filter": subscription.filter,
+                "bookmark": subscription.bookmark,
+                "paused": subscription.paused,
+            }));
+        }
+    }
+    Value::Array(all)
+}
+
+/// `/amps/instance/topics`: each topic routed so far, by name, with its subscription count.
+fn topics(snapshot: &Snapshot) -> Value {
+    let mut topics = Map::new();
+    for (name, topic) in &snapshot.topics {
+        let subscriptions = snapshot
+            .clients
+            .iter()
+            .flat_map(|client| &client.subscriptions)
+            .filter(|subscription| &subscription.topic == name)
+            .count();
+        topics.insert(
+            name.clone(),
+            json!({
+                "messages_in": topic.messages_in,
+                "bytes_in": topic.bytes_in,
+                "deliveries": topic.deliveries,
+                "subscriptions": subscriptions,
+                "sow": topic.sow.map(|sow| json!({
+                    "records": sow.records,
+                    "bytes_used": sow.bytes_used,
+                    "bytes_free": sow.bytes_free,
+                    "slabs": sow.slabs,
+                })),
+            }),
+        );
+    }
+    Value::Object(topics)
+}
+
+/// `/amps/instance/sow`: each SOW topic's size.
+fn sow(snapshot: &Snapshot) -> Value {
+    let mut topics = Map::new();
+    for (name, topic) in &snapshot.topics {
+        if let Some(sow) = topic.sow {
+            topics.insert(
+                name.clone(),
+                json!({
+                    "records": sow.records,
+                    "bytes_used": sow.bytes_used,
+                    "bytes_free": sow.bytes_free,
+                    "slabs": sow.slabs,
+                }),
+            );
+        }
+    }
+    Value::Object(topics)
+}
+
+/// A latency histogram: count, mean, quantiles (each the upper bound of its power-of-two
+/// bucket, so within a factor of two above the true value) and the buckets themselves.
+pub(crate) fn latency(counts: &LatencyCounts) -> Value {
+    let quantile = |q: f64| {
+        counts.quantile_upper_bound_us(q).map(|bound| {
+            if bound == u64::MAX {
+                json!("overflow")
+            } else {
+                json!(bound)
+            }
+        })
+    };
+    json!({
+        "count": counts.count,
+        "mean_us": (counts.count > 0).then(|| counts.sum_ns as f64 / counts.count as f64 / 1000.0),
+        "p50_us_at_most": quantile(0.50),
+        "p90_us_at_most": quantile(0.90),
+        "p99_us_at_most": quantile(0.99),
+        "bucket_bounds_us": LATENCY_BUCKET_BOUNDS_US,
+        "bucket_counts": counts.buckets,
     })
 }
 

@@ -217,6 +217,19 @@ impl JournalConfig {
 pub struct Durable {
     /// The highest durable sequence.
     pub up_to: Sequence,
+    /// The write+sync that made it durable; `None` when it already was.
+    pub group: Option<GroupWritten>,
+}
+
+/// One completed write+sync of a group of records (for statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupWritten {
+    /// Records in the group.
+    pub records: u64,
+    /// Bytes written, padded to whole blocks (what the disk saw).
+    pub bytes: u64,
+    /// From handing the write to the kernel to its sync completing.
+    pub took: std::time::Duration,
 }
 
 /// The step of the write path that failed.
@@ -398,6 +411,7 @@ struct InFlight {
     data_bytes: usize,
     padded_bytes: usize,
     last_sequence: Sequence,
+    submitted_at: std::time::Instant,
 }
 
 /// The transaction log of one shard.
@@ -764,6 +778,7 @@ impl Journal {
             data_bytes,
             padded_bytes,
             last_sequence: run.last_sequence,
+            submitted_at: std::time::Instant::now(),
         });
         Ok(true)
     }
@@ -804,6 +819,7 @@ impl Journal {
             if self.durable_up_to >= sequence {
                 return Ok(Durable {
                     up_to: self.durable_up_to,
+                    group: None,
                 });
             }
             if self.in_flight.is_none() {
@@ -984,6 +1000,11 @@ impl Journal {
         active.carry_bytes = flight.data_bytes - block_start;
         Ok(Durable {
             up_to: self.durable_up_to,
+            group: Some(GroupWritten {
+                records: flight.last_sequence - flight.first_sequence + 1,
+                bytes: flight.padded_bytes as u64,
+                took: flight.submitted_at.elapsed(),
+            }),
         })
     }
 
