@@ -238,6 +238,20 @@ impl ShardBoard {
         lock(&self.clients).retain(|client| client.connection != connection);
     }
 
+    /// The logon name of an open connection, or its address before logon.
+    pub fn client_name(&self, connection: ConnectionId) -> Option<String> {
+        let clients = lock(&self.clients);
+        let client = clients
+            .iter()
+            .find(|client| client.connection == connection)?;
+        let identity = lock(&client.identity);
+        Some(if identity.logged_on {
+            identity.name.clone()
+        } else {
+            client.peer.to_string()
+        })
+    }
+
     /// The open connections.
     pub fn clients(&self) -> Vec<Arc<ClientStats>> {
         lock(&self.clients).clone()
@@ -343,11 +357,17 @@ mod tests {
         assert!(!client.disconnect_requested());
         client.request_disconnect();
         assert!(client.disconnect_requested());
+        assert_eq!(board.client_name(connection(0)).as_deref(), Some("alice"));
+        assert_eq!(
+            board.client_name(connection(1)).as_deref(),
+            Some("127.0.0.1:5000")
+        );
         assert_eq!(board.clients().len(), 2);
         board.remove_client(connection(0));
         let left = board.clients();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].connection, connection(1));
+        assert_eq!(board.client_name(connection(0)), None);
     }
 
     #[test]

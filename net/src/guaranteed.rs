@@ -145,7 +145,7 @@ impl Shard {
             ..
         } = &verdict
         {
-            info!(old = %old, new = %connection, "client name logged on again: closing the older connection");
+            info!(client = %self.client_name(connection), old = %old, new = %connection, "client name logged on again: closing the older connection");
             self.close_connection(*old, CloseReason::Replaced).await;
         }
         verdict
@@ -227,7 +227,7 @@ impl Shard {
         {
             // Already in the log (a publish store re-sending after a reconnect): not delivered
             // again, acked once the original is durable.
-            debug!(connection = %origin.connection, sequence = publisher.client_sequence, "duplicate publish discarded");
+            debug!(client = %self.client_name(origin.connection), connection = %origin.connection, sequence = publisher.client_sequence, "duplicate publish discarded");
             if origin.persisted_ack {
                 let sequence = service.journal.borrow().last_sequence();
                 service.waiters.borrow_mut().push_back(Waiter {
@@ -274,7 +274,7 @@ impl Shard {
             Ok(sequence) => sequence,
             Err(error) => {
                 let refusal = refuse(Reason::TxStoreFailure, error.to_string());
-                warn!(connection = %origin.connection, topic = %String::from_utf8_lossy(message.topic()), "journal refused a message: {error}");
+                warn!(client = %self.client_name(origin.connection), connection = %origin.connection, topic = %String::from_utf8_lossy(message.topic()), "journal refused a message: {error}");
                 if matches!(error, JournalError::Failed { .. }) {
                     self.on_journal_failure(error.to_string()).await;
                 }

@@ -218,7 +218,7 @@ impl Shard {
         let start = match resolve_start(&subscription.spec, last_sequence) {
             Ok(start) => start,
             Err(detail) => {
-                warn!(connection = %subscription.connection, sub_id = %subscription.sub_id, "bookmark subscription refused: {detail}");
+                warn!(client = %self.client_name(subscription.connection), connection = %subscription.connection, sub_id = %subscription.sub_id, "bookmark subscription refused: {detail}");
                 let refusal = refuse(Reason::InvalidBookmark, detail);
                 let mut bytes = Vec::new();
                 for ack in [AckType::Processed, AckType::Completed] {
@@ -238,7 +238,7 @@ impl Shard {
         self.send_frames(subscription.connection, bytes, None).await;
         match start {
             ReplayFrom::Now => {
-                debug!(connection = %subscription.connection, sub_id = %subscription.sub_id, "bookmark subscription from now");
+                debug!(client = %self.client_name(subscription.connection), connection = %subscription.connection, sub_id = %subscription.sub_id, "bookmark subscription from now");
                 self.go_live(&subscription, None, true).await;
             }
             ReplayFrom::Log(from) => {
@@ -329,7 +329,7 @@ impl Shard {
         let mut reader = match JournalReader::open(&dir, from) {
             Ok(reader) => reader,
             Err(error) => {
-                warn!(connection = %subscription.connection, "replay cannot open the transaction log: {error}");
+                warn!(client = %self.client_name(subscription.connection), connection = %subscription.connection, "replay cannot open the transaction log: {error}");
                 self.fail_replay(&subscription, error.to_string()).await;
                 return;
             }
@@ -357,7 +357,7 @@ impl Shard {
                     Ok(Some(view)) => view,
                     Ok(None) => break,
                     Err(error) => {
-                        warn!(connection = %subscription.connection, "replay failed: {error}");
+                        warn!(client = %self.client_name(subscription.connection), connection = %subscription.connection, "replay failed: {error}");
                         self.fail_replay(&subscription, error.to_string()).await;
                         return;
                     }
@@ -435,7 +435,7 @@ impl Shard {
             }
             if finished || (caught_up && end.is_some()) {
                 // A range ends at its end point, or at the end of the durable log.
-                info!(connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark range replayed");
+                info!(client = %self.client_name(subscription.connection), connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark range replayed");
                 service
                     .replays
                     .borrow_mut()
@@ -449,7 +449,7 @@ impl Shard {
                     .replays
                     .borrow_mut()
                     .remove(&(subscription.connection, subscription.sub_id.clone()));
-                info!(connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark replay caught up; live");
+                info!(client = %self.client_name(subscription.connection), connection = %subscription.connection, sub_id = %subscription.sub_id, replayed, elapsed_ms = started.elapsed().as_millis() as u64, "bookmark replay caught up; live");
                 self.go_live(&subscription, last_sent, true).await;
                 return;
             }
@@ -475,7 +475,7 @@ impl Shard {
             .bookmark_acks
             .borrow_mut()
             .remove(&(connection, sub_id.clone()));
-        info!(connection = %connection, sub_id = %sub_id, "bookmark range reached its end live");
+        info!(client = %self.client_name(connection), connection = %connection, sub_id = %sub_id, "bookmark range reached its end live");
         let target = range.ack.as_target();
         if target.acks.contains(AckType::Completed) {
             let mut bytes = Vec::new();

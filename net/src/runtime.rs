@@ -121,7 +121,10 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
     let journal_shared = Arc::new(JournalShared::default());
     let mut handles = Vec::with_capacity(shard_count);
     let mut stats = Vec::with_capacity(shard_count);
-    let mut boards = Vec::with_capacity(shard_count);
+    // Every shard's board exists before any shard starts, so each shard can name any client.
+    let boards: Arc<[Arc<ShardBoard>]> = (0..shard_count)
+        .map(|_| Arc::new(ShardBoard::default()))
+        .collect();
 
     // Executors are created in shard order; glommio numbers mesh peers by executor creation order,
     // so mesh peer i is shard i (asserted when the mesh is joined).
@@ -130,8 +133,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         let core = placement.core;
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(shard_stats.clone());
-        let shard_board = Arc::new(ShardBoard::default());
-        boards.push(shard_board.clone());
+        let shard_boards = boards.clone();
         let meshes = meshes.clone();
         let ready = ready_sender.clone();
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
@@ -151,7 +153,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
                 shard_count,
                 shard_config,
                 shard_stats,
-                shard_board,
+                shard_boards,
                 shard_shutdown,
                 meshes,
                 address,
@@ -181,7 +183,7 @@ pub fn start(config: Config, plan: &PlacementPlan) -> Result<RunningServer, Star
         shutdown,
         amps_address: address,
         stats,
-        boards,
+        boards: boards.to_vec(),
         journal: journal_shared,
     };
     for _ in 0..shard_count {
@@ -243,7 +245,7 @@ async fn run_shard(
     shard_count: usize,
     config: Arc<Config>,
     stats: Arc<ShardStats>,
-    board: Arc<ShardBoard>,
+    boards: Arc<[Arc<ShardBoard>]>,
     shutdown: Arc<AtomicBool>,
     meshes: Option<MeshBuilders>,
     address: SocketAddr,
@@ -288,7 +290,7 @@ async fn run_shard(
         shard_count,
         config,
         stats,
-        board,
+        boards,
         shutdown.clone(),
         lanes,
         ShardJournal {

@@ -51,6 +51,8 @@ pub(crate) struct Shard {
     pub stats: Arc<ShardStats>,
     /// What this shard posts about its clients, topics and routing latency.
     pub(crate) board: Arc<ShardBoard>,
+    /// Every shard's board, indexed by shard: how any shard names a client in its logs.
+    boards: Arc<[Arc<ShardBoard>]>,
     /// Per-topic counters of the topics this shard routes.
     pub(crate) topic_stats: TopicTable,
     pub shutdown: Arc<AtomicBool>,
@@ -79,7 +81,7 @@ impl Shard {
         shard_count: usize,
         config: Arc<Config>,
         stats: Arc<ShardStats>,
-        board: Arc<ShardBoard>,
+        boards: Arc<[Arc<ShardBoard>]>,
         shutdown: Arc<AtomicBool>,
         lanes: Option<LaneSenders>,
         journal: ShardJournal,
@@ -112,8 +114,9 @@ impl Shard {
             shard_count,
             config,
             stats,
-            topic_stats: TopicTable::new(board.clone()),
-            board,
+            topic_stats: TopicTable::new(boards[id.index()].clone()),
+            board: boards[id.index()].clone(),
+            boards,
             shutdown,
             router: RefCell::new(Router::new()),
             slots: RefCell::new(Vec::new()),
@@ -291,6 +294,15 @@ impl Shard {
         if scratch.capacity() < deliveries.capacity() {
             *scratch = deliveries;
         }
+    }
+
+    /// A client's logon name (or address before logon) for a log line, wherever it is
+    /// connected; `?` once it is gone. Takes the owning board's lock: for logs, never per message.
+    pub(crate) fn client_name(&self, connection: ConnectionId) -> String {
+        self.boards
+            .get(connection.shard.index())
+            .and_then(|board| board.client_name(connection))
+            .unwrap_or_else(|| "?".into())
     }
 
     /// Counts a routed message for its topic and records how long it took from receipt to its
