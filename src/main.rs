@@ -226,6 +226,9 @@ fn solo(args: SoloArgs) -> Result<i32> {
     let log_file = logging::init(&args.log, &config.logging)?;
     let minidump_dir = config.watchdog.minidump_dir.clone();
     install_panic_minidump(minidump_dir.clone());
+    if let Err(error) = tachyon_net::crash::install(minidump_dir.clone()) {
+        warn!("fatal signals (SIGSEGV, SIGABRT, ...) will not write minidumps: {error}");
+    }
     if let Some(address) = args.amps_tcp {
         config.transport.amps_tcp = address;
     }

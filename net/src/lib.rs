@@ -11,6 +11,7 @@ pub mod board;
 pub mod config;
 mod connection;
 mod control_thread;
+pub mod crash;
 mod guaranteed;
 pub mod journal;
 pub mod jsonl;
