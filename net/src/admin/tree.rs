@@ -5,8 +5,11 @@
 //! `/amps/instance/processors/1` is shard 1). This module renders only; it never reads an atomic
 //! itself, and it renders the configuration by hand so `config.rs` needs no serializer.
 
-use super::snapshot::{ClientSnapshot, ShardValues, Snapshot, CLIENT_VALUES, SHARD_COUNTERS};
+use super::snapshot::{
+    ClientSnapshot, ShardValues, Snapshot, SowSnapshot, CLIENT_VALUES, SHARD_COUNTERS,
+};
 use super::AdminState;
+use crate::board::SubscriptionInfo;
 use crate::config::Config;
 use crate::latency::{LatencyCounts, LATENCY_BUCKET_BOUNDS_US};
 use serde_json::{json, Map, Value};
@@ -115,15 +118,7 @@ fn client_entry(client: &ClientSnapshot) -> Value {
     let subscriptions: Vec<Value> = client
         .subscriptions
         .iter()
-        .map(|subscription| {
-            json!({
-                "sub_id": subscription.sub_id,
-                "topic": subscription.topic,
-                "filter": subscription.filter,
-                "bookmark": subscription.bookmark,
-                "paused": subscription.paused,
-            })
-        })
+        .map(|subscription| subscription_entry(subscription, Map::new()))
         .collect();
     entry.insert("subscriptions".into(), Value::Array(subscriptions));
     Value::Object(entry)
@@ -134,18 +129,33 @@ fn subscriptions(snapshot: &Snapshot) -> Value {
     let mut all = Vec::new();
     for client in &snapshot.clients {
         for subscription in &client.subscriptions {
-            all.push(json!({
-                "client": client.id,
-                "client_name": client.identity.name,
-                "sub_id": subscription.sub_id,
-                "topic": subscription.topic,
-                "filter": subscription.filter,
-                "bookmark": subscription.bookmark,
-                "paused": subscription.paused,
-            }));
+            let mut owner = Map::new();
+            owner.insert("client".into(), json!(client.id));
+            owner.insert("client_name".into(), json!(client.identity.name));
+            all.push(subscription_entry(subscription, owner));
         }
     }
     Value::Array(all)
+}
+
+/// One subscription, after the fields already in `entry`.
+fn subscription_entry(subscription: &SubscriptionInfo, mut entry: Map<String, Value>) -> Value {
+    entry.insert("sub_id".into(), json!(subscription.sub_id));
+    entry.insert("topic".into(), json!(subscription.topic));
+    entry.insert("filter".into(), json!(subscription.filter));
+    entry.insert("bookmark".into(), json!(subscription.bookmark));
+    entry.insert("paused".into(), json!(subscription.paused));
+    Value::Object(entry)
+}
+
+/// A SOW topic's size.
+fn sow_entry(sow: &SowSnapshot) -> Value {
+    json!({
+        "records": sow.records,
+        "bytes_used": sow.bytes_used,
+        "bytes_free": sow.bytes_free,
+        "slabs": sow.slabs,
+    })
 }
 
 /// `/amps/instance/topics`: each topic routed so far, by name, with its subscription count.
@@ -165,12 +175,7 @@ fn topics(snapshot: &Snapshot) -> Value {
                 "bytes_in": topic.bytes_in,
                 "deliveries": topic.deliveries,
                 "subscriptions": subscriptions,
-                "sow": topic.sow.map(|sow| json!({
-                    "records": sow.records,
-                    "bytes_used": sow.bytes_used,
-                    "bytes_free": sow.bytes_free,
-                    "slabs": sow.slabs,
-                })),
+                "sow": topic.sow.as_ref().map(sow_entry),
             }),
         );
     }
@@ -181,16 +186,8 @@ fn topics(snapshot: &Snapshot) -> Value {
 fn sow(snapshot: &Snapshot) -> Value {
     let mut topics = Map::new();
     for (name, topic) in &snapshot.topics {
-        if let Some(sow) = topic.sow {
-            topics.insert(
-                name.clone(),
-                json!({
-                    "records": sow.records,
-                    "bytes_used": sow.bytes_used,
-                    "bytes_free": sow.bytes_free,
-                    "slabs": sow.slabs,
-                }),
-            );
+        if let Some(sow) = &topic.sow {
+            topics.insert(name.clone(), sow_entry(sow));
         }
     }
     Value::Object(topics)
