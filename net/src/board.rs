@@ -16,7 +16,7 @@
 
 use crate::latency::LatencyHistogram;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +25,10 @@ use tachyon_core::ids::ConnectionId;
 /// Topics one shard tracks by name; more are added up under [`OTHER_TOPICS`] so a client that
 /// publishes to millions of distinct topics cannot grow the server's memory or the metrics.
 pub const TOPICS_TRACKED_MAX: usize = 10_000;
+
+/// Longest topic name tracked by name; longer names are counted under [`OTHER_TOPICS`], so the
+/// memory the names take is bounded too, not only their number.
+pub const TOPIC_NAME_BYTES_TRACKED_MAX: usize = 256;
 
 /// The name under which topics past [`TOPICS_TRACKED_MAX`] are counted.
 pub const OTHER_TOPICS: &str = "(other topics)";
@@ -91,7 +95,8 @@ pub struct ClientStats {
     /// When it connected, in ms since the Unix epoch.
     pub connected_at_unix_ms: u64,
     identity: Mutex<ClientIdentity>,
-    subscriptions: Mutex<Vec<SubscriptionInfo>>,
+    /// By `sub_id`: adding and removing stay cheap for a client with thousands.
+    subscriptions: Mutex<BTreeMap<String, SubscriptionInfo>>,
     /// Bytes read from the client.
     pub bytes_in: AtomicU64,
     /// Frames (commands) read from the client.
@@ -121,7 +126,7 @@ impl ClientStats {
             peer,
             connected_at_unix_ms,
             identity: Mutex::new(ClientIdentity::default()),
-            subscriptions: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(BTreeMap::new()),
             bytes_in: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -150,28 +155,24 @@ impl ClientStats {
 
     /// Adds a subscription, replacing one with the same id.
     pub fn subscribed(&self, info: SubscriptionInfo) {
-        let mut subscriptions = lock(&self.subscriptions);
-        subscriptions.retain(|existing| existing.sub_id != info.sub_id);
-        subscriptions.push(info);
+        lock(&self.subscriptions).insert(info.sub_id.clone(), info);
     }
 
     /// Removes a subscription.
     pub fn unsubscribed(&self, sub_id: &str) {
-        lock(&self.subscriptions).retain(|existing| existing.sub_id != sub_id);
+        lock(&self.subscriptions).remove(sub_id);
     }
 
     /// Marks a subscription paused or resumed.
     pub fn paused(&self, sub_id: &str, paused: bool) {
-        for existing in lock(&self.subscriptions).iter_mut() {
-            if existing.sub_id == sub_id {
-                existing.paused = paused;
-            }
+        if let Some(existing) = lock(&self.subscriptions).get_mut(sub_id) {
+            existing.paused = paused;
         }
     }
 
-    /// The client's subscriptions.
+    /// The client's subscriptions, by `sub_id`.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
-        lock(&self.subscriptions).clone()
+        lock(&self.subscriptions).values().cloned().collect()
     }
 
     /// Asks the owning shard to disconnect this client (the admin action).
@@ -252,6 +253,17 @@ impl ShardBoard {
         })
     }
 
+    /// Stops listing one subscription of an open connection.
+    pub fn subscription_ended(&self, connection: ConnectionId, sub_id: &str) {
+        let clients = lock(&self.clients);
+        if let Some(client) = clients
+            .iter()
+            .find(|client| client.connection == connection)
+        {
+            client.unsubscribed(sub_id);
+        }
+    }
+
     /// The open connections.
     pub fn clients(&self) -> Vec<Arc<ClientStats>> {
         lock(&self.clients).clone()
@@ -291,23 +303,24 @@ impl TopicTable {
     #[cold]
     fn with_new<R>(&self, topic: &[u8], update: impl FnOnce(&TopicStats) -> R) -> R {
         let mut by_name = self.by_name.borrow_mut();
-        let stats = if by_name.len() < TOPICS_TRACKED_MAX {
-            let stats = Arc::new(TopicStats::named(
-                String::from_utf8_lossy(topic).into_owned(),
-            ));
-            by_name.insert(topic.into(), stats.clone());
-            lock(&self.board.topics).push(stats.clone());
-            stats
-        } else {
-            self.other
-                .borrow_mut()
-                .get_or_insert_with(|| {
-                    let stats = Arc::new(TopicStats::named(OTHER_TOPICS.into()));
-                    lock(&self.board.topics).push(stats.clone());
-                    stats
-                })
-                .clone()
-        };
+        let stats =
+            if by_name.len() < TOPICS_TRACKED_MAX && topic.len() <= TOPIC_NAME_BYTES_TRACKED_MAX {
+                let stats = Arc::new(TopicStats::named(
+                    String::from_utf8_lossy(topic).into_owned(),
+                ));
+                by_name.insert(topic.into(), stats.clone());
+                lock(&self.board.topics).push(stats.clone());
+                stats
+            } else {
+                self.other
+                    .borrow_mut()
+                    .get_or_insert_with(|| {
+                        let stats = Arc::new(TopicStats::named(OTHER_TOPICS.into()));
+                        lock(&self.board.topics).push(stats.clone());
+                        stats
+                    })
+                    .clone()
+            };
         drop(by_name);
         update(&stats)
     }
@@ -380,6 +393,9 @@ mod tests {
             });
         }
         table.with(b"t0", |stats| bump(&stats.messages_in, 1));
+        table.with(&[b'x'; TOPIC_NAME_BYTES_TRACKED_MAX + 1], |stats| {
+            bump(&stats.messages_in, 1)
+        });
         let topics = board.topics();
         assert_eq!(topics.len(), TOPICS_TRACKED_MAX + 1);
         let first = topics.iter().find(|topic| topic.name == "t0").unwrap();
@@ -388,6 +404,6 @@ mod tests {
             .iter()
             .find(|topic| topic.name == OTHER_TOPICS)
             .unwrap();
-        assert_eq!(get(&other.messages_in), 5);
+        assert_eq!(get(&other.messages_in), 6, "5 past the count, 1 too long");
     }
 }

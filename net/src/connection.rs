@@ -265,7 +265,9 @@ impl Connection {
             return;
         }
         let pushed = queue_delivery(&mut self.outbound.borrow_mut(), delivery, message, sow_key);
-        bump(&self.stats.messages_out, 1);
+        if pushed.is_ok() {
+            bump(&self.stats.messages_out, 1);
+        }
         self.after_push(shard, pushed);
     }
 
@@ -731,6 +733,14 @@ async fn handle_frame(
             if !shard.is_sow_topic(&query.topic) {
                 if let Some((sub_id, _)) = &query.subscription {
                     session.forget_subscription(sub_id);
+                    // The session no longer knows the subscription this one was to replace:
+                    // it goes from the router too, or nothing would ever remove it.
+                    if let Some(previous) = &query.previous {
+                        shard
+                            .unsubscribe(connection.id, sub_id, &previous.topic)
+                            .await;
+                    }
+                    connection.stats.unsubscribed(&sub_id.to_string());
                 }
                 let refused = refusal(
                     Reason::NotSupported,
@@ -822,6 +832,13 @@ async fn handle_frame(
         } if record.bookmark.is_some() => {
             if !shard.journaled.may_serve(&record.topic) {
                 session.forget_subscription(&sub_id);
+                // As for a refused sow_and_subscribe: a replaced subscription goes too.
+                if let Some(previous) = &previous {
+                    shard
+                        .unsubscribe(connection.id, &sub_id, &previous.topic)
+                        .await;
+                }
+                connection.stats.unsubscribed(&sub_id.to_string());
                 let refused = refusal(
                     Reason::NotSupported,
                     format!(

@@ -79,6 +79,12 @@ static TID: AtomicI32 = AtomicI32::new(0);
 static CRASHING: AtomicBool = AtomicBool::new(false);
 /// Set by the crash thread once the minidump is written (or failed): the handler may go on.
 static DUMPED: AtomicBool = AtomicBool::new(false);
+/// Set by the crash thread once it logged where the dump is (after [`DUMPED`]).
+static LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// How long the handler waits for the log line after the dump is on disk: the log may be held
+/// by the very thread that faulted, so this wait is short and the dump never depends on it.
+const LOG_WAIT: Duration = Duration::from_secs(2);
 /// The pipe's write end, -1 while no crash thread is listening.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// The crash thread's id: if it faults itself, nobody is left to wait for.
@@ -232,23 +238,34 @@ extern "C" fn on_fatal_signal(signal: c_int, info: *mut libc::siginfo_t, context
 
 /// Whether returning from the handler re-executes the instruction that raised `signal`.
 fn repeats_on_return(signal: c_int, code: c_int) -> bool {
-    code > 0 && signal != libc::SIGABRT
+    // A machine-check SIGBUS reported asynchronously (BUS_MCEERR_AO) does not repeat.
+    const BUS_MCEERR_AO: c_int = 5;
+    code > 0 && signal != libc::SIGABRT && !(signal == libc::SIGBUS && code == BUS_MCEERR_AO)
 }
 
 /// Polls (async-signal-safely) until the crash thread has written the minidump, at most
 /// [`DUMP_WAIT`].
 fn wait_for_dump() {
+    if wait_for(&DUMPED, DUMP_WAIT) {
+        wait_for(&LOGGED, LOG_WAIT);
+    }
+}
+
+/// Polls `flag` async-signal-safely for at most `limit`; whether it was set.
+fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
     let start = monotonic_ms();
     let pause = libc::timespec {
         tv_sec: 0,
         tv_nsec: 10_000_000,
     };
-    while !DUMPED.load(Ordering::Acquire)
-        && monotonic_ms().saturating_sub(start) < DUMP_WAIT.as_millis() as u64
-    {
+    while !flag.load(Ordering::Acquire) {
+        if monotonic_ms().saturating_sub(start) >= limit.as_millis() as u64 {
+            return false;
+        }
         // SAFETY: nanosleep is async-signal-safe; an interruption just polls again.
         unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
     }
+    true
 }
 
 fn monotonic_ms() -> u64 {
@@ -294,7 +311,11 @@ fn crash_thread(read_fd: c_int, folder: &Path) {
         .unwrap_or_else(|_| "?".into());
     let reason = format!("fatal signal {}", signal_name(fault.signal));
     let detail = fault.describe(&thread);
-    match crate::minidump::write(folder, &reason, Some(&detail)) {
+    let written = crate::minidump::write(folder, &reason, Some(&detail));
+    // The dump is on disk (or failed): the faulting thread need not wait for the log below,
+    // which it may itself be holding.
+    DUMPED.store(true, Ordering::Release);
+    match written {
         Ok(path) => error!(
             "{reason} on thread {} {thread:?}: minidump written {}",
             fault.tid,
@@ -306,7 +327,7 @@ fn crash_thread(read_fd: c_int, folder: &Path) {
             fault.tid
         ),
     }
-    DUMPED.store(true, Ordering::Release);
+    LOGGED.store(true, Ordering::Release);
 }
 
 /// What the handler recorded about a fatal signal.

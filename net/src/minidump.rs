@@ -99,12 +99,20 @@ fn threads() -> String {
 
 /// User-space backtraces of every thread from `eu-stack` or `gdb`, if one is installed.
 /// Where Yama's `ptrace_scope` is 1 (Ubuntu's default) a process may only be traced by its
-/// ancestors, so a debugger we start could not attach to us: name it as our tracer. The child
-/// spends milliseconds starting before it attaches, far longer than this call. Without Yama the
-/// call fails with EINVAL, which changes nothing. `0` clears the permission again.
-fn allow_tracer(child: u32) {
+/// ancestors, so a debugger we start could not attach to us. Naming ourselves as the allowed
+/// tracer lets our own descendants (the debugger) attach, before it starts, and one setting
+/// serves concurrent dumps. Without Yama the call fails with EINVAL, which changes nothing.
+fn allow_descendants_to_trace() {
     // SAFETY: prctl with PR_SET_PTRACER takes a pid and touches no memory of ours.
-    unsafe { libc::prctl(libc::PR_SET_PTRACER, child as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PTRACER,
+            libc::getpid() as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 fn backtraces(pid: u32) -> String {
@@ -116,6 +124,7 @@ fn backtraces(pid: u32) -> String {
             vec!["-batch", "-nx", "-p", &pid, "-ex", "thread apply all bt"],
         ),
     ];
+    allow_descendants_to_trace();
     for (tool, args) in tools {
         let child = Command::new(tool)
             .args(&args)
@@ -126,12 +135,10 @@ fn backtraces(pid: u32) -> String {
         let Ok(mut child) = child else {
             continue;
         };
-        allow_tracer(child.id());
         let deadline = std::time::Instant::now() + BACKTRACE_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => {
-                    allow_tracer(0);
                     let output = child.wait_with_output().ok();
                     let text = output
                         .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
@@ -144,7 +151,6 @@ fn backtraces(pid: u32) -> String {
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    allow_tracer(0);
                     return format!("({tool} did not finish within {BACKTRACE_TIMEOUT:?})\n");
                 }
             }

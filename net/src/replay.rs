@@ -227,6 +227,7 @@ impl Shard {
                     }
                 }
                 self.send_frames(subscription.connection, bytes, None).await;
+                self.subscription_ended(subscription.connection, &subscription.sub_id);
                 return;
             }
         };
@@ -441,6 +442,7 @@ impl Shard {
                     .borrow_mut()
                     .remove(&(subscription.connection, subscription.sub_id.clone()));
                 self.finish_replay_acks(&subscription, last_sent).await;
+                self.subscription_ended(subscription.connection, &subscription.sub_id);
                 return;
             }
             if caught_up {
@@ -476,6 +478,7 @@ impl Shard {
             .borrow_mut()
             .remove(&(connection, sub_id.clone()));
         info!(client = %self.client_name(connection), connection = %connection, sub_id = %sub_id, "bookmark range reached its end live");
+        self.subscription_ended(connection, sub_id);
         let target = range.ack.as_target();
         if target.acks.contains(AckType::Completed) {
             let mut bytes = Vec::new();
@@ -499,6 +502,7 @@ impl Shard {
             Outcome::Failure(&refusal),
         );
         self.send_frames(subscription.connection, bytes, None).await;
+        self.subscription_ended(subscription.connection, &subscription.sub_id);
     }
 
     /// Sends frames, then waits until the connection's queue is below half its budget. False

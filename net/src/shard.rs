@@ -305,6 +305,14 @@ impl Shard {
             .unwrap_or_else(|| "?".into())
     }
 
+    /// A subscription ended here (a bookmark range completed, a replay failed or was refused):
+    /// the admin API stops listing it for its client, wherever the client is connected.
+    pub(crate) fn subscription_ended(&self, connection: ConnectionId, sub_id: &SubId) {
+        if let Some(board) = self.boards.get(connection.shard.index()) {
+            board.subscription_ended(connection, &sub_id.to_string());
+        }
+    }
+
     /// Counts a routed message for its topic and records how long it took from receipt to its
     /// deliveries being queued or handed to their shards.
     pub(crate) fn note_routed(&self, message: &PublishedMessage, deliveries: usize) {

@@ -114,8 +114,8 @@ class Server:
                 )
             time.sleep(0.05)
 
-    def request(self, method: str, path: str, timeout: float = 5) -> Reply:
-        request = urllib.request.Request(self.admin + path, method=method)
+    def request(self, method: str, path: str, timeout: float = 5, headers: dict | None = None) -> Reply:
+        request = urllib.request.Request(self.admin + path, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return Reply(answer.status, answer.headers, answer.read())

@@ -335,3 +335,19 @@ def test_rotate_log_action(server, raw):
     conn.logon("after-rotation")
     wait_for(lambda: "after-rotation" in server.log_path.read_text(), what="a client line in the new file")
     assert "listening" not in server.log_path.read_text()
+
+
+def test_actions_sent_by_a_web_page_from_another_origin_are_refused(server, raw):
+    conn = raw()
+    conn.logon("csrf-target")
+    wait_for(lambda: client_named(server, "csrf-target"), what="the client to be listed")
+    path = "/amps/administrator/clients/csrf-target/disconnect"
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        refused = server.request("POST", path, headers=headers)
+        assert refused.status == 403, (headers, refused.body)
+        assert "another origin" in refused.json()["error"]
+        assert server.request("POST", "/amps/administrator/logging/rotate", headers=headers).status == 403
+    assert client_named(server, "csrf-target") is not None, "a refused action changed nothing"
+    # The admin API's own origin (its dashboard) is allowed.
+    own = server.request("POST", path, headers={"Origin": server.admin, "Sec-Fetch-Site": "same-origin"})
+    assert own.status == 200, own.body

@@ -20,7 +20,7 @@ use super::dashboard;
 use super::snapshot::{client_id, ClientLookup, Snapshot};
 use super::{metrics, tree, AdminState};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -111,7 +111,10 @@ async fn health(State(state): SharedState) -> Response {
 
 /// The admin action that writes a minidump (thread states and backtraces, no message
 /// contents) into `[watchdog] minidump_dir` and answers with its path.
-async fn minidump(State(state): SharedState) -> Response {
+async fn minidump(State(state): SharedState, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
+    }
     let folder = state.context.config.watchdog.minidump_dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         crate::watchdog::write_minidump(&folder, "admin request", "requested over the admin API")
@@ -137,7 +140,14 @@ const DISCONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The admin action that disconnects one client, named by its id (`<shard>.<slot>.<generation>`,
 /// as `/amps/instance/clients` lists it) or by its logon name when exactly one client has it.
 /// The owning shard closes the connection on its next timer tick and logs why.
-async fn disconnect(State(state): SharedState, Path(id): Path<String>) -> Response {
+async fn disconnect(
+    State(state): SharedState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
+    }
     let snapshot = Snapshot::take(&state.context);
     let client = match snapshot.client(&id) {
         Ok(client) => client.clone(),
@@ -198,7 +208,10 @@ async fn disconnect(State(state): SharedState, Path(id): Path<String>) -> Respon
 }
 
 /// The admin action that rotates the log file (as SIGUSR1 does).
-async fn rotate_log(State(state): SharedState) -> Response {
+async fn rotate_log(State(state): SharedState, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
+    }
     let Some(rotate) = state.context.rotate_log.clone() else {
         return json_response(
             StatusCode::CONFLICT,
@@ -219,6 +232,26 @@ async fn rotate_log(State(state): SharedState) -> Response {
             &json!({"status": "failed", "error": format!("the rotation task failed: {error}")}),
         ),
     }
+}
+
+/// A 403 for an action that a web page (not the operator's curl or script) sent.
+///
+/// Any page the operator's browser has open can POST to the loopback admin port; browsers mark
+/// such requests with `Sec-Fetch-Site` and an `Origin` naming the page, while curl and scripts
+/// send neither. An `Origin` is accepted only when it names this admin API itself.
+fn refuse_cross_site(headers: &HeaderMap) -> Option<Response> {
+    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let foreign_site = matches!(text("sec-fetch-site"), Some("cross-site" | "same-site"));
+    let foreign_origin = text("origin").is_some_and(|origin| {
+        let host = origin.split_once("://").map_or(origin, |(_, host)| host);
+        Some(host) != text("host")
+    });
+    (foreign_site || foreign_origin).then(|| {
+        json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "administrative actions are refused when a web page from another origin sends them; use curl or a script"}),
+        )
+    })
 }
 
 async fn live() -> Response {

@@ -160,14 +160,17 @@ fn sow_entry(sow: &SowSnapshot) -> Value {
 
 /// `/amps/instance/topics`: each topic routed so far, by name, with its subscription count.
 fn topics(snapshot: &Snapshot) -> Value {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for subscription in snapshot
+        .clients
+        .iter()
+        .flat_map(|client| &client.subscriptions)
+    {
+        *counts.entry(subscription.topic.as_str()).or_default() += 1;
+    }
     let mut topics = Map::new();
     for (name, topic) in &snapshot.topics {
-        let subscriptions = snapshot
-            .clients
-            .iter()
-            .flat_map(|client| &client.subscriptions)
-            .filter(|subscription| &subscription.topic == name)
-            .count();
+        let subscriptions = counts.get(name.as_str()).copied().unwrap_or(0);
         topics.insert(
             name.clone(),
             json!({
