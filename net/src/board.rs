@@ -329,15 +329,7 @@ impl TopicTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tachyon_core::ids::ShardId;
-
-    fn connection(slot: u32) -> ConnectionId {
-        ConnectionId {
-            shard: ShardId(0),
-            slot,
-            generation: 1,
-        }
-    }
+    use crate::journal::tests::connection;
 
     #[test]
     fn clients_come_and_go_with_their_subscriptions() {

@@ -426,11 +426,12 @@ impl<'a> RecordHeaders<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tachyon_core::ids::ShardId;
 
-    fn connection(slot: u32) -> ConnectionId {
+    /// A connection on shard 0 (shared with other modules' tests).
+    pub(crate) fn connection(slot: u32) -> ConnectionId {
         ConnectionId {
             shard: ShardId(0),
             slot,
