@@ -11,6 +11,7 @@
 
 use crate::board::{bump, set, ClientStats, SubscriptionInfo};
 use crate::journal::{LogonVerdict, Origin};
+use crate::latency::unix_now_ns;
 use crate::notify::Notify;
 use crate::outbound::{Flushed, Outbound, Overflow, OverflowCause, Queued, Refill};
 use crate::receive::ReceiveBuffer;
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tachyon_core::ids::{stable_hash, ConnectionId};
 use tachyon_core::message::PublishedMessage;
 use tachyon_core::protocol::keys::Key;
@@ -116,13 +117,6 @@ pub(crate) struct Connection {
 
 /// Least time between two warnings about one client starting to spool.
 const SPOOL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 impl Connection {
     /// The client's name for logs: its logon name, else its address.

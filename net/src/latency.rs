@@ -11,6 +11,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The wall clock in nanoseconds since the Unix epoch (0 if the clock is before it): the clock
+/// of every message's receive time, so route latency is measured against the same one.
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
 /// Buckets with a finite upper bound: 1 µs, 2 µs, 4 µs … 2^21 µs (about 2.1 s).
 pub const LATENCY_FINITE_BUCKETS: usize = 22;
 

@@ -321,12 +321,9 @@ impl Shard {
             bump(&topic.bytes_in, message.payload().len() as u64);
             bump(&topic.deliveries, deliveries as u64);
         });
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
         self.board
             .route_latency
-            .record_ns(now.saturating_sub(message.received_unix_ns));
+            .record_ns(crate::latency::unix_now_ns().saturating_sub(message.received_unix_ns));
     }
 
     /// Hands one delivery to its connection: inline when local, else over the delivery lane.

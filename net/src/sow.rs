@@ -22,6 +22,7 @@
 
 use crate::guaranteed::Admission;
 use crate::journal::{Origin, RecordHeaders};
+use crate::latency::unix_now_ns;
 use crate::mesh::{DeliveryLane, PublishLane, ReplyToken, SowDeleteRequest, SowPublishInfo};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -29,7 +30,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tachyon_core::filter::MessageContext;
 use tachyon_core::ids::{stable_hash, ConnectionId};
 use tachyon_core::message::PublishedMessage;
@@ -135,13 +136,6 @@ impl SowState {
             last_snapshot: Cell::new(None),
         }
     }
-}
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// A message like `original` (topic, correlation id, receive time) carrying another payload:
