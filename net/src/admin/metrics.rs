@@ -64,8 +64,7 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
         ),
     ];
     for (name, help, value) in gauges {
-        family(&mut out, name, help, MetricKind::Gauge);
-        let _ = writeln!(out, "{name} {value}");
+        unlabelled(&mut out, name, help, MetricKind::Gauge, value);
     }
     if let Some(process) = snapshot.process {
         let gauges: [(&str, &str, u64); 5] = [
@@ -96,8 +95,7 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
             ),
         ];
         for (name, help, value) in gauges {
-            family(&mut out, name, help, MetricKind::Gauge);
-            let _ = writeln!(out, "{name} {value}");
+            unlabelled(&mut out, name, help, MetricKind::Gauge, value);
         }
     }
     let journal_counters: [(&str, &str, u64); 3] = [
@@ -118,8 +116,7 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
         ),
     ];
     for (name, help, value) in journal_counters {
-        family(&mut out, name, help, MetricKind::Counter);
-        let _ = writeln!(out, "{name} {value}");
+        unlabelled(&mut out, name, help, MetricKind::Counter, value);
     }
     let topic_gauges: [(&str, &str, usize); 3] = [
         (
@@ -143,8 +140,7 @@ pub(crate) fn render(snapshot: &Snapshot, version: &str) -> String {
         ),
     ];
     for (name, help, value) in topic_gauges {
-        family(&mut out, name, help, MetricKind::Gauge);
-        let _ = writeln!(out, "{name} {value}");
+        unlabelled(&mut out, name, help, MetricKind::Gauge, value);
     }
     histogram(
         &mut out,
@@ -189,6 +185,18 @@ fn histogram(out: &mut String, name: &str, help: &str, counts: &LatencyCounts) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "{name}_sum {}", counts.sum_ns as f64 / 1e9);
     let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+/// A family with one sample and no labels.
+fn unlabelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: MetricKind,
+    value: impl std::fmt::Display,
+) {
+    family(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Writes a family's `# HELP` and `# TYPE` lines.
